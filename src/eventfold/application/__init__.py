@@ -1,0 +1,1 @@
+"""The application layer: mediator, behaviours, results, persistence orchestration."""

@@ -1,0 +1,240 @@
+"""The mediator: one handler per request, any number per event, behaviours around every request."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import reduce
+from typing import Any, Generic, Protocol, TypeVar, overload
+
+from eventfold.application.results import OperationResult, ResultFactory
+from eventfold.errors import DuplicateHandlerError, HandlerNotFoundError
+
+__all__ = [
+    "Behavior",
+    "CommandHandler",
+    "EventHandler",
+    "HandlerFailure",
+    "Mediator",
+    "Next",
+    "PublishReport",
+    "QueryHandler",
+    "Request",
+    "RequestContext",
+    "RequestHandler",
+]
+
+T = TypeVar("T")
+TRequest_contra = TypeVar("TRequest_contra", contravariant=True)
+TResult = TypeVar("TResult")
+TCommand = TypeVar("TCommand")
+TQuery = TypeVar("TQuery")
+E_contra = TypeVar("E_contra", contravariant=True)
+
+logger = logging.getLogger("eventfold.mediator")
+
+
+class Request(Generic[T]):
+    """Optional base for requests: ``send(Request[T])`` returns ``OperationResult[T]``."""
+
+    __slots__ = ()
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What behaviours and handler factories share while one request is handled."""
+
+    request: object
+    correlation_id: str
+    causation_id: str | None = None
+    actor: str | None = None
+    unit_of_work: Any = None
+    items: dict[str, object] = field(default_factory=dict)
+
+
+class RequestHandler(Protocol[TRequest_contra, TResult]):
+    """Handles one request type."""
+
+    async def handle(self, request: TRequest_contra, /) -> OperationResult[TResult]:
+        """Handle the request."""
+        ...
+
+
+class CommandHandler(ResultFactory[TResult], ABC, Generic[TCommand, TResult]):
+    """Base class for command handlers: ``self.ok(...)``, ``self.not_found(...)`` and the rest."""
+
+    @abstractmethod
+    async def handle(self, command: TCommand, /) -> OperationResult[TResult]:
+        """Handle the command."""
+
+
+class QueryHandler(ResultFactory[TResult], ABC, Generic[TQuery, TResult]):
+    """Base class for query handlers."""
+
+    @abstractmethod
+    async def handle(self, query: TQuery, /) -> OperationResult[TResult]:
+        """Answer the query."""
+
+
+class EventHandler(Protocol[E_contra]):
+    """Reacts to an event after the transaction that recorded it committed."""
+
+    async def handle(self, event: E_contra, /) -> None:
+        """React to the event."""
+        ...
+
+
+Next = Callable[[object, RequestContext], Awaitable[OperationResult[Any]]]
+"""The rest of the pipeline, as a behaviour sees it."""
+
+Behavior = Callable[[object, RequestContext, Next], Awaitable[OperationResult[Any]]]
+"""A pipeline behaviour: does its part and calls ``next`` (or answers without it)."""
+
+HandlerFactory = Callable[[RequestContext], RequestHandler[Any, Any]]
+EventHandlerFactory = Callable[[], EventHandler[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerFailure:
+    """An event handler that raised, and what it raised."""
+
+    handler: str
+    event_type: str
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class PublishReport:
+    """What happened when an event was published in process."""
+
+    handled: int
+    failures: tuple[HandlerFailure, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when no handler failed."""
+        return not self.failures
+
+
+class Mediator:
+    """Sends each request through the behaviours to its one handler; publishes events to many."""
+
+    def __init__(self, behaviors: Sequence[Behavior] = ()) -> None:
+        self._behaviors: list[Behavior] = list(behaviors)
+        self._handlers: dict[type, HandlerFactory] = {}
+        self._subscribers: dict[type, list[EventHandlerFactory]] = {}
+        self._pipelines: dict[type, Next] = {}
+        self._event_routes: dict[type, list[EventHandlerFactory]] = {}
+
+    def add_behavior(self, behavior: Behavior) -> None:
+        """Append a behaviour; the first added is the outermost."""
+        self._behaviors.append(behavior)
+        self._pipelines.clear()
+
+    def register(self, request_type: type, factory: HandlerFactory) -> None:
+        """Register the factory that builds the handler of ``request_type`` for each request."""
+        if request_type in self._handlers:
+            raise DuplicateHandlerError(request_type)
+        self._handlers[request_type] = factory
+        self._pipelines.pop(request_type, None)
+
+    def subscribe(self, event_type: type, factory: EventHandlerFactory) -> None:
+        """Add an in-process handler for ``event_type`` (and its subclasses)."""
+        self._subscribers.setdefault(event_type, []).append(factory)
+        self._event_routes.clear()
+
+    def has_handler(self, request_type: type) -> bool:
+        """Whether ``request_type`` has a handler."""
+        return request_type in self._handlers
+
+    @overload
+    async def send(
+        self,
+        request: Request[T],
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        actor: str | None = None,
+    ) -> OperationResult[T]: ...
+
+    @overload
+    async def send(
+        self,
+        request: object,
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        actor: str | None = None,
+    ) -> OperationResult[Any]: ...
+
+    async def send(
+        self,
+        request: object,
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        actor: str | None = None,
+    ) -> OperationResult[Any]:
+        """Handle a command or query through the pipeline and return its result."""
+        context = RequestContext(request, correlation_id or str(uuid.uuid4()), causation_id, actor)
+        return await self._pipeline(type(request))(request, context)
+
+    async def publish(self, event: object) -> PublishReport:
+        """Deliver ``event`` to every in-process handler; a failing one is logged and reported."""
+        failures: list[HandlerFailure] = []
+        factories = self._routes(type(event))
+        for factory in factories:
+            handler = factory()
+            try:
+                await handler.handle(event)
+            except Exception as exc:  # isolate: one failing handler must not stop the rest
+                name = type(handler).__qualname__
+                logger.exception(
+                    "event handler %s failed on %s",
+                    name,
+                    type(event).__qualname__,
+                    extra={"handler": name, "event_type": type(event).__qualname__},
+                )
+                failures.append(HandlerFailure(name, type(event).__qualname__, exc))
+        return PublishReport(len(factories), tuple(failures))
+
+    def _routes(self, event_type: type) -> list[EventHandlerFactory]:
+        routes = self._event_routes.get(event_type)
+        if routes is None:
+            routes = [
+                factory
+                for klass in event_type.__mro__
+                for factory in self._subscribers.get(klass, ())
+            ]
+            self._event_routes[event_type] = routes
+        return routes
+
+    def _pipeline(self, request_type: type) -> Next:
+        pipeline = self._pipelines.get(request_type)
+        if pipeline is None:
+            factory = self._handlers.get(request_type)
+            if factory is None:
+                raise HandlerNotFoundError(request_type)
+            pipeline = _compose(self._behaviors, _call_handler(factory))
+            self._pipelines[request_type] = pipeline
+        return pipeline
+
+
+def _call_handler(factory: HandlerFactory) -> Next:
+    async def call(request: object, context: RequestContext) -> OperationResult[Any]:
+        return await factory(context).handle(request)
+
+    return call
+
+
+def _compose(behaviors: Sequence[Behavior], innermost: Next) -> Next:
+    def wrap(inner: Next, behavior: Behavior) -> Next:
+        async def step(request: object, context: RequestContext) -> OperationResult[Any]:
+            return await behavior(request, context, inner)
+
+        return step
+
+    return reduce(wrap, reversed(behaviors), innermost)

@@ -1,0 +1,54 @@
+"""Errors the domain model raises: the root of eventfold's hierarchy and the domain branch.
+
+The whole hierarchy is drawn in :mod:`eventfold.errors`.
+"""
+
+from __future__ import annotations
+
+
+class EventfoldError(Exception):
+    """Root of every error eventfold raises."""
+
+
+class DomainError(EventfoldError):
+    """A business rule refused an operation; carries a message safe to show a caller."""
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.code = code
+
+
+class RuleViolationError(DomainError):
+    """The operation breaks an invariant of the aggregate (maps to a 400-style result)."""
+
+
+class InvalidStateError(DomainError):
+    """The operation is not allowed in the aggregate's current state (maps to 409)."""
+
+
+class EntityNotFoundError(DomainError):
+    """The entity an operation targets does not exist (maps to 404)."""
+
+    def __init__(self, entity_type: str, entity_id: object) -> None:
+        super().__init__(f"{entity_type} {entity_id!r} was not found")
+        self.entity_type = entity_type
+        self.entity_id = entity_id
+
+
+class ConfigurationError(EventfoldError):
+    """eventfold was wired wrongly: a missing or duplicate registration, a bad declaration."""
+
+
+class MissingEventHandlerError(ConfigurationError):
+    """An aggregate or state was asked to apply an event it declares no handler for."""
+
+    def __init__(self, target: type, event_type: type) -> None:
+        super().__init__(
+            f"{target.__qualname__} has no handler for event {event_type.__qualname__}: "
+            f"define apply_{event_type.__name__}(self, event) or register it on a "
+            f"singledispatchmethod 'on'"
+        )
+        self.target = target
+        self.event_type = event_type

@@ -1,0 +1,205 @@
+"""Every error eventfold raises, in one hierarchy.
+
+Adapters translate driver exceptions at the boundary (``raise ... from exc``); a user
+never has to catch an asyncpg, aiosqlite, redis or aio-pika exception.
+
+::
+
+    EventfoldError
+    ├── DomainError                      business rule refused the operation
+    │   ├── RuleViolationError           → 400 bad_request
+    │   ├── InvalidStateError            → 409 conflict
+    │   └── EntityNotFoundError          → 404 not_found
+    ├── ConfigurationError               wiring mistakes, found at registration or first use
+    │   ├── MissingEventHandlerError     an aggregate cannot apply an event
+    │   ├── HandlerNotFoundError         no handler for a request type
+    │   └── DuplicateHandlerError        two handlers for one request type
+    ├── SerializationError
+    │   ├── UnknownEventTypeError        a stored type name no class is registered for
+    │   └── EventDecodeError             a payload does not fit its class (type, version, field)
+    ├── PersistenceError
+    │   ├── ConcurrencyError             optimistic concurrency check failed
+    │   ├── AggregateNotFoundError       also an EntityNotFoundError
+    │   ├── StoreUnavailableError        the database cannot be reached
+    │   └── SchemaMissingError           eventfold's tables are missing
+    ├── QueryError                       a specification or query option is invalid
+    │   ├── UnknownFieldError
+    │   ├── UnknownOperatorError
+    │   └── InvalidValueError
+    └── MessagingError
+        ├── BrokerUnavailableError       the broker cannot be reached
+        └── PublishError                 the broker refused or did not confirm a message
+"""
+
+from __future__ import annotations
+
+from eventfold.domain.errors import (
+    ConfigurationError,
+    DomainError,
+    EntityNotFoundError,
+    EventfoldError,
+    InvalidStateError,
+    MissingEventHandlerError,
+    RuleViolationError,
+)
+
+__all__ = [
+    "AggregateNotFoundError",
+    "BrokerUnavailableError",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "DomainError",
+    "DuplicateHandlerError",
+    "EntityNotFoundError",
+    "EventDecodeError",
+    "EventfoldError",
+    "HandlerNotFoundError",
+    "InvalidStateError",
+    "InvalidValueError",
+    "MessagingError",
+    "MissingEventHandlerError",
+    "PersistenceError",
+    "PublishError",
+    "QueryError",
+    "RuleViolationError",
+    "SchemaMissingError",
+    "SerializationError",
+    "StoreUnavailableError",
+    "UnknownEventTypeError",
+    "UnknownFieldError",
+    "UnknownOperatorError",
+]
+
+
+class HandlerNotFoundError(ConfigurationError):
+    """No handler is registered for a request type."""
+
+    def __init__(self, request_type: type) -> None:
+        super().__init__(f"no handler is registered for {request_type.__qualname__}")
+        self.request_type = request_type
+
+
+class DuplicateHandlerError(ConfigurationError):
+    """A second handler was registered for a request type that already has one."""
+
+    def __init__(self, request_type: type) -> None:
+        super().__init__(f"{request_type.__qualname__} already has a handler; a request has one")
+        self.request_type = request_type
+
+
+class SerializationError(EventfoldError):
+    """An event or state could not be turned into JSON or back."""
+
+
+class UnknownEventTypeError(SerializationError):
+    """A stored event names a type no class is registered for."""
+
+    def __init__(self, type_name: str) -> None:
+        super().__init__(
+            f"unknown event type {type_name!r}: register its class with the EventRegistry"
+        )
+        self.type_name = type_name
+
+
+class EventDecodeError(SerializationError):
+    """A payload does not fit the class registered for its type."""
+
+    def __init__(self, type_name: str, schema_version: int, field: str, reason: str) -> None:
+        super().__init__(f"cannot decode {type_name} v{schema_version}: field {field!r}: {reason}")
+        self.type_name = type_name
+        self.schema_version = schema_version
+        self.field = field
+        self.reason = reason
+
+
+class PersistenceError(EventfoldError):
+    """A store could not do what was asked."""
+
+
+class ConcurrencyError(PersistenceError):
+    """Another writer changed the stream or row first; nothing of this write was stored."""
+
+    def __init__(self, stream_id: str, expected: object, actual: int) -> None:
+        super().__init__(
+            f"concurrency conflict on {stream_id!r}: expected version {expected}, "
+            f"actual version {actual}"
+        )
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+
+
+class AggregateNotFoundError(PersistenceError, EntityNotFoundError):
+    """No aggregate is stored under this id."""
+
+    def __init__(self, aggregate_type: str, aggregate_id: object) -> None:
+        EntityNotFoundError.__init__(self, aggregate_type, aggregate_id)
+
+
+class StoreUnavailableError(PersistenceError):
+    """The database or cache cannot be reached."""
+
+    def __init__(self, store: str, reason: str) -> None:
+        super().__init__(f"{store} is unreachable: {reason}")
+        self.store = store
+        self.reason = reason
+
+
+class SchemaMissingError(PersistenceError):
+    """eventfold's tables do not exist in the database."""
+
+    def __init__(self, store: str, missing: str) -> None:
+        super().__init__(
+            f"{store} lacks eventfold's tables ({missing}): run `eventfold db init` "
+            f"or `await storage.create_schema()`"
+        )
+        self.store = store
+        self.missing = missing
+
+
+class QueryError(EventfoldError):
+    """A specification or query option is invalid; raised before any database is asked."""
+
+
+class UnknownFieldError(QueryError):
+    """A specification names a field the read model does not declare."""
+
+    def __init__(self, field: str, model: str) -> None:
+        super().__init__(f"unknown field {field!r} for {model}")
+        self.field = field
+        self.model = model
+
+
+class UnknownOperatorError(QueryError):
+    """A specification uses an operator eventfold does not know."""
+
+    def __init__(self, operator: str) -> None:
+        super().__init__(f"unknown operator {operator!r}")
+        self.operator = operator
+
+
+class InvalidValueError(QueryError):
+    """A specification's value does not fit its field or operator."""
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        super().__init__(f"invalid value {value!r} for field {field!r}: {reason}")
+        self.field = field
+        self.value = value
+        self.reason = reason
+
+
+class MessagingError(EventfoldError):
+    """A broker could not do what was asked."""
+
+
+class BrokerUnavailableError(MessagingError):
+    """The broker cannot be reached."""
+
+    def __init__(self, broker: str, reason: str) -> None:
+        super().__init__(f"{broker} is unreachable: {reason}")
+        self.broker = broker
+        self.reason = reason
+
+
+class PublishError(MessagingError):
+    """The broker refused or did not confirm a message."""

@@ -1,0 +1,51 @@
+"""Ports: the protocols adapters implement and the records they exchange."""
+
+from eventfold.ports.records import (
+    LOG_START,
+    DocumentRecord,
+    EventRecord,
+    ExpectedVersion,
+    LogPosition,
+    OutboxEntry,
+    OutboxMessage,
+    SnapshotRecord,
+    StoredEvent,
+    StreamState,
+)
+from eventfold.ports.storage import (
+    CheckpointStore,
+    DocumentStore,
+    GlobalLogReader,
+    InboxStore,
+    OutboxWriter,
+    SnapshotStore,
+    SqlExecutor,
+    Storage,
+    StorageSession,
+    StreamAppender,
+    StreamReader,
+)
+
+__all__ = [
+    "LOG_START",
+    "CheckpointStore",
+    "DocumentRecord",
+    "DocumentStore",
+    "EventRecord",
+    "ExpectedVersion",
+    "GlobalLogReader",
+    "InboxStore",
+    "LogPosition",
+    "OutboxEntry",
+    "OutboxMessage",
+    "OutboxWriter",
+    "SnapshotRecord",
+    "SnapshotStore",
+    "SqlExecutor",
+    "Storage",
+    "StorageSession",
+    "StoredEvent",
+    "StreamAppender",
+    "StreamReader",
+    "StreamState",
+]

@@ -1,0 +1,131 @@
+"""The records stores keep: plain data, JSON as text, no domain objects.
+
+Backends store and return these; serialisation and upcasting live above them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
+from uuid import UUID
+
+
+class StreamState(enum.Enum):
+    """Expectations about a stream that are not an exact version."""
+
+    ANY = "any"
+    """Append whatever the stream's version is."""
+    NO_STREAM = "no_stream"
+    """The stream must not exist yet."""
+
+
+ExpectedVersion = int | StreamState
+"""An exact version (0 means the stream is empty or absent) or a :class:`StreamState`."""
+
+
+class LogPosition(NamedTuple):
+    """Where a reader of the global log stands: (commit, position), compared as a tuple.
+
+    ``position`` is the event's global sequence number. ``commit`` orders transactions:
+    on PostgreSQL it is the writing transaction's id, so that a reader never passes an
+    event whose transaction commits late; backends whose commits are serial use 0.
+    """
+
+    commit: int
+    position: int
+
+
+LOG_START = LogPosition(0, 0)
+"""The position before the first event."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """An event to append: encoded payload plus metadata."""
+
+    event_id: UUID
+    type_name: str
+    schema_version: int
+    data: str
+    occurred_at: datetime
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    actor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as read back from a store."""
+
+    stream_id: str
+    version: int
+    position: int
+    commit: int
+    event_id: UUID
+    type_name: str
+    schema_version: int
+    data: str
+    occurred_at: datetime
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    actor: str | None = None
+
+    @property
+    def log_position(self) -> LogPosition:
+        """This event's place in the global log."""
+        return LogPosition(self.commit, self.position)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRecord:
+    """A stream's state at a version, with the schema version of the state's shape."""
+
+    stream_id: str
+    version: int
+    state_type: str
+    schema_version: int
+    data: str
+    taken_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRecord:
+    """A JSON document (a state-stored aggregate or a read model) with its row version."""
+
+    collection: str
+    key: str
+    version: int
+    data: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """An event captured for relay to a broker, written in the command's transaction."""
+
+    event_id: UUID
+    type_name: str
+    schema_version: int
+    aggregate_type: str
+    aggregate_id: str
+    data: str
+    occurred_at: datetime
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    actor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """An outbox row with its delivery state, as the relay sees it."""
+
+    id: int
+    message: OutboxMessage
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime | None
+    published_at: datetime | None
+    last_error: str | None
+    dead: bool

@@ -1,0 +1,185 @@
+"""Storage ports: small protocols, each named for what a consumer does with it.
+
+A backend offers one :class:`Storage`; ``storage.transaction()`` opens one database
+transaction as a :class:`StorageSession`, which satisfies every narrower protocol
+here. A consumer depends on the narrowest one it needs: a projection on
+:class:`GlobalLogReader`, a repository on :class:`StreamReader` and
+:class:`StreamAppender`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+from uuid import UUID
+
+from eventfold.ports.records import (
+    DocumentRecord,
+    EventRecord,
+    ExpectedVersion,
+    LogPosition,
+    OutboxMessage,
+    SnapshotRecord,
+    StoredEvent,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.sql.base import Executable
+
+
+class StreamReader(Protocol):
+    """Reads one stream."""
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        as_of: datetime | None = None,
+    ) -> list[StoredEvent]:
+        """A stream's events in version order, within the bounds, occurring by ``as_of``."""
+        ...
+
+    async def stream_version(self, stream_id: str) -> int:
+        """The stream's current version: 0 when it does not exist."""
+        ...
+
+
+class StreamAppender(Protocol):
+    """Appends to a stream with an optimistic concurrency check."""
+
+    async def append(
+        self, stream_id: str, events: Sequence[EventRecord], *, expected_version: ExpectedVersion
+    ) -> int:
+        """Append ``events`` and return the new version; on conflict store nothing, raise."""
+        ...
+
+
+class GlobalLogReader(Protocol):
+    """Reads every stream's events in commit order, never passing one that commits late."""
+
+    async def read_log(
+        self, *, after: LogPosition, limit: int, types: Collection[str] | None = None
+    ) -> list[StoredEvent]:
+        """Up to ``limit`` events after ``after`` in log order, optionally of some types only."""
+        ...
+
+    async def log_head(self) -> LogPosition:
+        """The position of the last readable event (``LOG_START`` for an empty log)."""
+        ...
+
+    async def count_after(self, after: LogPosition) -> int:
+        """How many readable events follow ``after``."""
+        ...
+
+
+class SnapshotStore(Protocol):
+    """Keeps the latest snapshot of a stream."""
+
+    async def load_snapshot(self, stream_id: str) -> SnapshotRecord | None:
+        """The latest snapshot of a stream, if any."""
+        ...
+
+    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
+        """Keep ``snapshot`` as the stream's latest (replacing an older one)."""
+        ...
+
+
+class DocumentStore(Protocol):
+    """JSON documents keyed by (collection, key) with a version for optimistic concurrency."""
+
+    async def load_document(self, collection: str, key: str) -> DocumentRecord | None:
+        """The document, or None."""
+        ...
+
+    async def load_documents(self, collection: str, keys: Sequence[str]) -> list[DocumentRecord]:
+        """The documents that exist among ``keys``, in no particular order."""
+        ...
+
+    async def save_document(
+        self, collection: str, key: str, data: str, *, expected_version: int
+    ) -> int:
+        """Insert (``expected_version=0``) or update a document; return its new version."""
+        ...
+
+    async def delete_document(self, collection: str, key: str, *, expected_version: int) -> None:
+        """Delete a document at the expected version."""
+        ...
+
+
+class OutboxWriter(Protocol):
+    """Captures events for relay, in the caller's transaction."""
+
+    async def add_to_outbox(self, messages: Sequence[OutboxMessage]) -> None:
+        """Write one outbox row per message."""
+        ...
+
+
+class CheckpointStore(Protocol):
+    """Remembers how far each named reader of the global log has come."""
+
+    async def load_checkpoint(self, name: str) -> LogPosition | None:
+        """The saved position, or None when the reader has never run."""
+        ...
+
+    async def save_checkpoint(self, name: str, position: LogPosition) -> None:
+        """Save the position (in the caller's transaction)."""
+        ...
+
+
+class InboxStore(Protocol):
+    """Remembers which (event id, handler) pairs were processed."""
+
+    async def mark_processed(self, event_id: UUID, handler_name: str) -> bool:
+        """Record the pair; False when it was already recorded (a duplicate delivery)."""
+        ...
+
+    async def purge_processed(self, older_than: datetime) -> int:
+        """Forget pairs processed before ``older_than``; return how many."""
+        ...
+
+
+class SqlExecutor(Protocol):
+    """Runs a user's SQLAlchemy Core statement in the session's transaction."""
+
+    async def execute_sql(self, statement: Executable) -> list[dict[str, Any]]:
+        """Execute; rows (for statements that return rows) as dictionaries keyed by column."""
+        ...
+
+
+class StorageSession(
+    StreamReader,
+    StreamAppender,
+    GlobalLogReader,
+    SnapshotStore,
+    DocumentStore,
+    OutboxWriter,
+    CheckpointStore,
+    InboxStore,
+    Protocol,
+):
+    """One database transaction; commits when its context exits cleanly, else rolls back."""
+
+
+class Storage(Protocol):
+    """A data source: opens transactions and owns the connections behind them."""
+
+    @property
+    def name(self) -> str:
+        """What this source is called in messages (``"sqlite:shop.db"``, ``"postgres"``)."""
+        ...
+
+    def transaction(self) -> AbstractAsyncContextManager[StorageSession]:
+        """Open one transaction."""
+        ...
+
+    async def create_schema(self) -> None:
+        """Create eventfold's tables if missing (idempotent)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

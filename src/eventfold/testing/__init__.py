@@ -1,0 +1,5 @@
+"""Test helpers shipped with eventfold: scenarios and backend contract suites."""
+
+from eventfold.testing.scenarios import AggregateScenario, DeciderScenario
+
+__all__ = ["AggregateScenario", "DeciderScenario"]

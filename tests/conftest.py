@@ -1,0 +1,48 @@
+"""Shared fixtures: real services, one isolated namespace per test run."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+RUN_ID = uuid.uuid4().hex[:8]
+
+POSTGRES_DSN = os.environ.get("EVENTFOLD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("EVENTFOLD_TEST_REDIS", "redis://127.0.0.1:6379/0")
+RABBITMQ_URL = os.environ.get("EVENTFOLD_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/")
+NATS_URL = os.environ.get("EVENTFOLD_TEST_NATS", "nats://127.0.0.1:4222")
+
+_SERVICES = {
+    "postgres": ("127.0.0.1", 5432),
+    "redis": ("127.0.0.1", 6379),
+    "rabbitmq": ("127.0.0.1", 5672),
+    "nats": ("127.0.0.1", 4222),
+}
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str) -> None:
+    """Skip locally, fail in CI, when a service a test needs does not answer."""
+    host, port = _SERVICES[name]
+    if _reachable(host, port):
+        return
+    message = f"{name} is not reachable on {host}:{port}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: service tests must run)")
+    pytest.skip(message)
+
+
+def unique_name(prefix: str) -> str:
+    """A name no other test run uses: ``<prefix>_<run>_<random>``."""
+    return f"{prefix}_{RUN_ID}_{uuid.uuid4().hex[:8]}"
