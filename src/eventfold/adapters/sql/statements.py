@@ -1,0 +1,151 @@
+"""Compile a user's SQLAlchemy Core statement for a raw driver, and decode its rows.
+
+The SQL backends run their hot paths as hand-written SQL on the raw driver; a user's
+own statements (``session.execute_sql(...)``) go through here instead of a SQLAlchemy
+engine. :func:`compile_statement` renders the statement for a dialect, binds its
+parameters positionally (``?`` for sqlite, ``$1`` for asyncpg) through the dialect's
+bind processors, and :meth:`CompiledStatement.process_rows` turns the driver's rows into
+dictionaries of Python values (JSON decoded, ``Numeric`` as ``Decimal``, datetimes
+parsed where the driver returns text) exactly as a SQLAlchemy engine would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from typing import Any
+
+from sqlalchemy.engine.interfaces import Dialect
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.sql.schema import Column
+from sqlalchemy.sql.type_api import TypeEngine
+
+from eventfold.errors import ConfigurationError
+
+__all__ = ["CompiledStatement", "compile_statement"]
+
+_Processor = Callable[[Any], Any] | None
+
+
+class CompiledStatement:
+    """A statement rendered for one dialect: SQL text, positional parameters, row decoding."""
+
+    __slots__ = ("_dialect", "_types", "keys", "params", "sql")
+
+    def __init__(
+        self,
+        sql: str,
+        params: list[Any],
+        keys: tuple[str, ...],
+        types: tuple[TypeEngine[Any], ...],
+        dialect: Dialect,
+    ) -> None:
+        self.sql = sql
+        self.params = params
+        self.keys = keys
+        """Result column names in order; empty when the statement does not declare them."""
+        self._types = types
+        self._dialect = dialect
+
+    def process_rows(
+        self,
+        rows: Iterable[Sequence[Any]],
+        *,
+        keys: Sequence[str] | None = None,
+        column_types: Sequence[object] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rows as dictionaries of Python values.
+
+        ``keys`` (from the driver's cursor description) name the columns of a textual
+        statement that declares none; ``column_types`` are the driver's type codes,
+        which some dialects (asyncpg) need to pick a result processor.
+        """
+        names = self.keys or tuple(keys or ())
+        processors = self._processors(len(names), column_types)
+        return [
+            {
+                name: value if process is None else process(value)
+                for name, process, value in zip(names, processors, row, strict=True)
+            }
+            for row in rows
+        ]
+
+    def process_row(
+        self, row: Sequence[Any], *, keys: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """One row as a dictionary of Python values."""
+        return self.process_rows([row], keys=keys)[0]
+
+    def _processors(self, width: int, column_types: Sequence[object] | None) -> list[_Processor]:
+        if not self._types:
+            return [None] * width
+        codes = list(column_types) if column_types is not None else [None] * len(self._types)
+        return [
+            type_._cached_result_processor(self._dialect, code)
+            for type_, code in zip(self._types, codes, strict=True)
+        ]
+
+
+def compile_statement(statement: Executable, dialect: Dialect) -> CompiledStatement:
+    """Render ``statement`` for ``dialect`` with positional, bind-processed parameters."""
+    if not isinstance(statement, ClauseElement):
+        msg = f"cannot compile {type(statement).__name__}: pass a SQLAlchemy Core statement"
+        raise ConfigurationError(msg)
+    if not dialect.positional:
+        msg = f"dialect {dialect.name} binds parameters by name; a positional one is needed"
+        raise ConfigurationError(msg)
+    # render_postcompile expands IN (...) lists into one parameter per value now, the
+    # step an engine would otherwise do at execution time.
+    compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    assert isinstance(compiled, SQLCompiler)
+    values = compiled.construct_params()
+    _apply_python_defaults(compiled, values)
+    # The compiler's private bind processors and result columns are what an engine
+    # itself uses to execute a compiled statement; no public API exposes them.
+    processors = compiled._bind_processors
+    params = [_bind(processors.get(name), values[name]) for name in compiled.positiontup or ()]
+    columns = compiled._result_columns
+    return CompiledStatement(
+        compiled.string,
+        params,
+        tuple(column.keyname for column in columns),
+        tuple(column.type for column in columns),
+        dialect,
+    )
+
+
+def _bind(processor: Any, value: Any) -> Any:
+    if processor is None:
+        return value
+    if callable(processor):
+        return processor(value)
+    # A tuple parameter (``tuple_(a, b).in_(...)``) has one processor per element.
+    return tuple(_bind(item, element) for item, element in zip(processor, value, strict=True))
+
+
+def _apply_python_defaults(compiled: SQLCompiler, values: MutableMapping[str, Any]) -> None:
+    """Fill in Python-side column defaults (``default=`` / ``onupdate=``) an engine computes."""
+    if not (compiled.insert_prefetch or compiled.update_prefetch):
+        return  # only INSERT and UPDATE compilers know the parameter names of columns
+    key_of = compiled._within_exec_param_key_getter
+    for column in compiled.insert_prefetch:
+        values[key_of(column)] = _default_value(column, column.default)
+    for column in compiled.update_prefetch:
+        values[key_of(column)] = _default_value(column, column.onupdate)
+
+
+def _default_value(column: Column[Any], default: Any) -> Any:
+    if default is None:
+        return None
+    if default.is_scalar:
+        return default.arg
+    if default.is_callable:
+        # SQLAlchemy wraps zero-argument callables to take an execution context; there
+        # is no engine context here, so context-sensitive defaults are not supported.
+        return default.arg(None)
+    msg = (
+        f"column {column.name!r} has a SQL expression default that needs a round trip; "
+        "give it a server_default or a Python default"
+    )
+    raise ConfigurationError(msg)

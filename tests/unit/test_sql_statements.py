@@ -1,0 +1,45 @@
+"""compile_statement renders statements for asyncpg's numeric parameters without I/O."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import asyncpg
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+from eventfold.adapters.sql.statements import compile_statement
+from eventfold.errors import ConfigurationError
+
+metadata = sa.MetaData()
+items = sa.Table(
+    "items",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.Text),
+)
+
+
+def test_asyncpg_parameter_numbers_index_the_parameter_list() -> None:
+    statement = sa.select(items.c.name).where(items.c.id.in_([4, 5]), items.c.name != "x")
+
+    compiled = compile_statement(statement, asyncpg.dialect())
+
+    values = {
+        column: compiled.params[int(number) - 1]
+        for column, number in re.findall(r"items\.(\w+) (?:IN \(|!= )\$(\d+)", compiled.sql)
+    }
+    assert values == {"name": "x", "id": 4}
+    assert compiled.params[1:] == [4, 5]
+
+
+def test_result_keys_follow_the_selected_columns() -> None:
+    compiled = compile_statement(sa.select(items.c.name, items.c.id), asyncpg.dialect())
+
+    assert compiled.keys == ("name", "id")
+
+
+def test_dialects_binding_parameters_by_name_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match="positional"):
+        compile_statement(sa.select(items), PGDialect_psycopg())
