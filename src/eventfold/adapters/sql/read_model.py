@@ -1,0 +1,104 @@
+"""Read models in a user's SQLAlchemy table, written in batches by projections."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Table, delete, insert, select, tuple_
+
+from eventfold.application.projections import ProjectionContext
+
+__all__ = ["RowBuffer", "TableReadModel"]
+
+Key = tuple[Any, ...]
+
+
+class TableReadModel:
+    """A projection's output table; rows are keyed by the table's primary key.
+
+    Handlers read and write rows through :meth:`rows`; the changes of a batch are written
+    with one DELETE and one multi-row INSERT when the batch ends, which keeps rebuilds fast.
+    """
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.key_columns = list(table.primary_key.columns)
+        if not self.key_columns:
+            msg = f"table {table.name!r} needs a primary key to serve as a read model"
+            raise ValueError(msg)
+
+    def rows(self, context: ProjectionContext) -> RowBuffer:
+        """The batch's buffer of this table's rows."""
+        buffer = context.buffers.get(self)
+        if buffer is None:
+            buffer = RowBuffer(self, context, known_empty=self in context.cleared)
+            context.buffers[self] = buffer
+            context.on_flush(buffer.flush)
+        return buffer
+
+    async def clear(self, context: ProjectionContext) -> None:
+        """Delete every row (a rebuild starts from an empty table)."""
+        await context.execute(delete(self.table))
+
+    def key_of(self, row: Mapping[str, Any]) -> Key:
+        """The primary key of ``row``."""
+        return tuple(row[column.name] for column in self.key_columns)
+
+
+class RowBuffer:
+    """Rows of one table read and changed during one batch."""
+
+    def __init__(
+        self, model: TableReadModel, context: ProjectionContext, *, known_empty: bool
+    ) -> None:
+        self._model = model
+        self._context = context
+        self._known_empty = known_empty
+        self._rows: dict[Key, dict[str, Any] | None] = {}
+        self._dirty: set[Key] = set()
+
+    async def get(self, *key: Any) -> dict[str, Any] | None:
+        """The row with this primary key (as changed so far in the batch), or None."""
+        if key not in self._rows:
+            self._rows[key] = None if self._known_empty else await self._load(key)
+        row = self._rows[key]
+        return dict(row) if row is not None else None
+
+    def put(self, row: Mapping[str, Any]) -> None:
+        """Insert or replace a whole row."""
+        key = self._model.key_of(row)
+        self._rows[key] = dict(row)
+        self._dirty.add(key)
+
+    def delete(self, *key: Any) -> None:
+        """Delete the row with this primary key."""
+        self._rows[key] = None
+        self._dirty.add(key)
+
+    async def flush(self) -> None:
+        """Write the batch's changes: one DELETE of every touched key, one INSERT of the rest."""
+        if not self._dirty:
+            return
+        keys = list(self._dirty)
+        columns = self._model.key_columns
+        table = self._model.table
+        if not self._known_empty:
+            if len(columns) == 1:
+                condition = columns[0].in_([key[0] for key in keys])
+            else:
+                condition = tuple_(*columns).in_(keys)
+            await self._context.execute(delete(table).where(condition))
+        live = [row for key in keys if (row := self._rows[key]) is not None]
+        if live:
+            await self._context.execute(insert(table).values(live))
+        # After this flush every row of the table that was touched is known exactly.
+        self._known_empty = False
+        self._dirty.clear()
+
+    async def _load(self, key: Key) -> dict[str, Any] | None:
+        conditions = [
+            column == value for column, value in zip(self._model.key_columns, key, strict=True)
+        ]
+        rows = await self._context.execute(select(self._model.table).where(*conditions))
+        return dict(rows[0]) if rows else None

@@ -1,0 +1,319 @@
+"""Projections: read models built from the global log, with checkpoints in the same transaction.
+
+A :class:`ProjectionRunner` reads the log from each projection's checkpoint in batches and
+writes the read-model changes *and* the new checkpoint in one transaction, so after a
+crash every event's effect is applied exactly once. The log is gap-free (see the storage
+ports), so a projection never passes an event that commits late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from eventfold.domain.dispatch import find_handler
+from eventfold.domain.errors import ConfigurationError, EventfoldError
+from eventfold.domain.events import EventMetadata
+from eventfold.ports.records import LOG_START, LogPosition, StoredEvent
+from eventfold.ports.storage import Storage, StorageSession
+from eventfold.serialization import EventRegistry
+
+__all__ = [
+    "ProgressCallback",
+    "Projection",
+    "ProjectionContext",
+    "ProjectionFailedError",
+    "ProjectionLag",
+    "ProjectionRunner",
+    "ProjectionStatus",
+    "ReadModel",
+]
+
+logger = logging.getLogger("eventfold.projections")
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (events done, events in total) while a projection rebuilds."""
+
+
+@runtime_checkable
+class EventNotifier(Protocol):
+    """A storage that can wake live readers when events are appended (PostgreSQL)."""
+
+    async def wait_for_events(self, timeout: float) -> bool:  # noqa: ASYNC109 - the wait is the point
+        """Wait up to ``timeout`` seconds for new events; True if woken by one."""
+        ...
+
+
+class Projection:
+    """Base class of projections: a name, one handler per event type, and a reset.
+
+    Handlers are ``async def apply_<EventName>(self, event, context)`` methods or overloads
+    of a ``functools.singledispatchmethod`` named ``on`` — the same dispatch aggregates use.
+    Events a projection has no handler for are skipped without being decoded.
+    """
+
+    name: ClassVar[str]
+    read_models: ClassVar[Sequence[ReadModel]] = ()
+
+    async def reset(self, context: ProjectionContext) -> None:
+        """Clear the read models before a rebuild (inside the rebuild's transaction)."""
+        for read_model in self.read_models:
+            await read_model.clear(context)
+            context.cleared.add(read_model)
+
+
+class ReadModel(Protocol):
+    """Storage of a projection's output that a rebuild can clear."""
+
+    async def clear(self, context: ProjectionContext) -> None:
+        """Delete every row of the read model, in the context's transaction."""
+        ...
+
+
+@dataclass(slots=True)
+class ProjectionContext:
+    """What a handler gets beside the event: the transaction, the metadata, the mode."""
+
+    session: StorageSession
+    metadata: EventMetadata | None = None
+    rebuilding: bool = False
+    buffers: dict[object, Any] = field(default_factory=dict)
+    """Per-transaction write buffers of read models, keyed by read model."""
+    cleared: set[object] = field(default_factory=set)
+    """Read models known to be empty in this transaction (a rebuild cleared them)."""
+    _flushers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def on_flush(self, flusher: Callable[[], Awaitable[None]]) -> None:
+        """Have ``flusher`` run at the end of each batch, before the checkpoint is saved."""
+        self._flushers.append(flusher)
+
+    async def flush(self) -> None:
+        """Write what read models buffered during the batch."""
+        for flusher in self._flushers:
+            await flusher()
+
+    async def execute(self, statement: Any) -> list[dict[str, Any]]:
+        """Run a SQLAlchemy Core statement in the projection's transaction (SQL backends)."""
+        execute_sql = getattr(self.session, "execute_sql", None)
+        if execute_sql is None:
+            msg = "this storage runs no SQL: use a document read model or a SQL backend"
+            raise ConfigurationError(msg)
+        rows: list[dict[str, Any]] = await execute_sql(statement)
+        return rows
+
+
+class ProjectionFailedError(EventfoldError):
+    """A projection's handler raised on an event; its checkpoint stays before that event."""
+
+    def __init__(self, projection: str, event: StoredEvent, error: BaseException) -> None:
+        super().__init__(
+            f"projection {projection!r} failed on event {event.event_id} "
+            f"({event.type_name}, stream {event.stream_id!r} v{event.version}, "
+            f"position {event.position}): {type(error).__name__}: {error}"
+        )
+        self.projection = projection
+        self.event_id = event.event_id
+        self.type_name = event.type_name
+        self.position = event.log_position
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionStatus:
+    """Where a projection stands in this runner: running, caught up, stopped or failed."""
+
+    name: str
+    state: str
+    failure: ProjectionFailedError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionLag:
+    """How far a projection is behind the head of the log."""
+
+    name: str
+    checkpoint: LogPosition
+    events_behind: int
+    seconds_behind: float
+
+
+class ProjectionRunner:
+    """Runs projections side by side: catch up from the checkpoint, then follow live."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        events: EventRegistry,
+        projections: Sequence[Projection],
+        *,
+        batch_size: int = 500,
+        max_idle_wait: float = 2.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        names = [p.name for p in projections]
+        if len(set(names)) != len(names):
+            msg = f"projection names must be unique, got {names}"
+            raise ConfigurationError(msg)
+        self._storage = storage
+        self._events = events
+        self._projections = {p.name: p for p in projections}
+        self._batch_size = batch_size
+        self._max_idle_wait = max_idle_wait
+        self._clock = clock
+        self._status = {name: ProjectionStatus(name, "idle") for name in names}
+        self._stopping = asyncio.Event()
+        self._notifier = storage if isinstance(storage, EventNotifier) else None
+
+    @property
+    def projections(self) -> list[str]:
+        """The names of the projections this runner runs."""
+        return list(self._projections)
+
+    def status(self, name: str) -> ProjectionStatus:
+        """The projection's status in this runner."""
+        return self._status[self._projection(name).name]
+
+    async def process_batch(self, name: str) -> int:
+        """Apply the next batch after the checkpoint in one transaction; return its size."""
+        projection = self._projection(name)
+        async with self._storage.transaction() as session:
+            checkpoint = await session.load_checkpoint(name) or LOG_START
+            records = await session.read_log(after=checkpoint, limit=self._batch_size)
+            if not records:
+                return 0
+            await self._apply_all(projection, records, ProjectionContext(session))
+            await session.save_checkpoint(name, records[-1].log_position)
+        return len(records)
+
+    async def catch_up(self, name: str) -> int:
+        """Process batches until the projection reaches the head; return events processed."""
+        total = 0
+        while count := await self.process_batch(name):
+            total += count
+        return total
+
+    async def rebuild(self, name: str, *, on_progress: ProgressCallback | None = None) -> int:
+        """Reset the read model and replay the whole log, in one transaction.
+
+        Readers keep seeing the previous, complete read model until the rebuild commits;
+        they never see a half-built one.
+        """
+        projection = self._projection(name)
+        async with self._storage.transaction() as session:
+            # Count before the first write: on PostgreSQL a transaction that holds a
+            # transaction id sees only the log committed before it began.
+            total = await session.count_after(LOG_START)
+            context = ProjectionContext(session, rebuilding=True)
+            await projection.reset(context)
+            position, done = LOG_START, 0
+            while records := await session.read_log(after=position, limit=self._batch_size):
+                await self._apply_all(projection, records, context)
+                position = records[-1].log_position
+                done += len(records)
+                if on_progress is not None:
+                    on_progress(done, max(total, done))
+            await session.save_checkpoint(name, position)
+        self._status[name] = ProjectionStatus(name, "idle")
+        return done
+
+    async def lag(self, name: str) -> ProjectionLag:
+        """Events and seconds between the projection's checkpoint and the head of the log."""
+        self._projection(name)
+        return await projection_lag(self._storage, name, self._clock())
+
+    async def run(self) -> None:
+        """Run every projection until :meth:`stop`; a failing one stops alone."""
+        self._stopping.clear()
+        await asyncio.gather(*(self._follow(name) for name in self._projections))
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish after the batches in hand."""
+        self._stopping.set()
+
+    async def _follow(self, name: str) -> None:
+        wait = 0.05
+        self._status[name] = ProjectionStatus(name, "running")
+        while not self._stopping.is_set():
+            try:
+                count = await self.process_batch(name)
+            except ProjectionFailedError as failure:
+                logger.error("%s", failure, extra={"projection": name})
+                self._status[name] = ProjectionStatus(name, "failed", failure)
+                return
+            if count:
+                wait = 0.05
+                continue
+            await self._idle(wait)
+            wait = min(wait * 2, self._max_idle_wait)
+        self._status[name] = ProjectionStatus(name, "stopped")
+
+    async def _idle(self, seconds: float) -> None:
+        # Wake on NOTIFY where the storage offers it, on stop, or when the backoff ends.
+        waiters: list[asyncio.Future[bool]] = [asyncio.ensure_future(self._stopping.wait())]
+        if self._notifier is not None:
+            waiters.append(asyncio.ensure_future(self._notifier.wait_for_events(seconds)))
+        _, pending = await asyncio.wait(
+            waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _apply_all(
+        self, projection: Projection, records: list[StoredEvent], context: ProjectionContext
+    ) -> None:
+        projection_type = type(projection)
+        for record in records:
+            handler = self._handler(projection_type, record.type_name)
+            if handler is None:
+                continue
+            try:
+                event = self._events.decode(record.type_name, record.schema_version, record.data)
+                context.metadata = _metadata(record)
+                await handler(projection, event, context)
+            except Exception as exc:
+                raise ProjectionFailedError(projection.name, record, exc) from exc
+        await context.flush()
+
+    def _handler(self, projection_type: type, type_name: str) -> Any:
+        try:
+            event_cls = self._events.class_of(type_name)
+        except EventfoldError:
+            return None  # no class registered: no projection can handle it
+        return find_handler(projection_type, event_cls)
+
+    def _projection(self, name: str) -> Projection:
+        try:
+            return self._projections[name]
+        except KeyError:
+            msg = f"no projection named {name!r}; known: {sorted(self._projections)}"
+            raise ConfigurationError(msg) from None
+
+
+async def projection_lag(storage: Storage, name: str, now: datetime) -> ProjectionLag:
+    """How far the checkpoint ``name`` is behind the head of the log."""
+    async with storage.transaction() as session:
+        checkpoint = await session.load_checkpoint(name) or LOG_START
+        behind = await session.count_after(checkpoint)
+        oldest = await session.read_log(after=checkpoint, limit=1)
+    seconds = (now - oldest[0].occurred_at).total_seconds() if oldest else 0.0
+    return ProjectionLag(name, checkpoint, behind, max(seconds, 0.0))
+
+
+def _metadata(record: StoredEvent) -> EventMetadata:
+    return EventMetadata(
+        event_id=record.event_id,
+        type_name=record.type_name,
+        schema_version=record.schema_version,
+        stream_id=record.stream_id,
+        version=record.version,
+        occurred_at=record.occurred_at,
+        position=record.position,
+        correlation_id=record.correlation_id,
+        causation_id=record.causation_id,
+        actor=record.actor,
+    )
