@@ -39,8 +39,12 @@ from eventfold.domain.errors import (
     EntityNotFoundError,
     EventfoldError,
     InvalidStateError,
+    InvalidValueError,
     MissingEventHandlerError,
+    QueryError,
     RuleViolationError,
+    UnknownFieldError,
+    UnknownOperatorError,
 )
 
 __all__ = [
@@ -155,37 +159,6 @@ class SchemaMissingError(PersistenceError):
         )
         self.store = store
         self.missing = missing
-
-
-class QueryError(EventfoldError):
-    """A specification or query option is invalid; raised before any database is asked."""
-
-
-class UnknownFieldError(QueryError):
-    """A specification names a field the read model does not declare."""
-
-    def __init__(self, field: str, model: str) -> None:
-        super().__init__(f"unknown field {field!r} for {model}")
-        self.field = field
-        self.model = model
-
-
-class UnknownOperatorError(QueryError):
-    """A specification uses an operator eventfold does not know."""
-
-    def __init__(self, operator: str) -> None:
-        super().__init__(f"unknown operator {operator!r}")
-        self.operator = operator
-
-
-class InvalidValueError(QueryError):
-    """A specification's value does not fit its field or operator."""
-
-    def __init__(self, field: str, value: object, reason: str) -> None:
-        super().__init__(f"invalid value {value!r} for field {field!r}: {reason}")
-        self.field = field
-        self.value = value
-        self.reason = reason
 
 
 class MessagingError(EventfoldError):
