@@ -19,6 +19,7 @@ never has to catch an asyncpg, aiosqlite, redis or aio-pika exception.
     │   └── EventDecodeError             a payload does not fit its class (type, version, field)
     ├── PersistenceError
     │   ├── ConcurrencyError             optimistic concurrency check failed
+    │   ├── DuplicateEventError          an event id is already stored (event log or outbox)
     │   ├── AggregateNotFoundError       also an EntityNotFoundError
     │   ├── StoreUnavailableError        the database cannot be reached
     │   └── SchemaMissingError           eventfold's tables are missing
@@ -53,6 +54,7 @@ __all__ = [
     "ConcurrencyError",
     "ConfigurationError",
     "DomainError",
+    "DuplicateEventError",
     "DuplicateHandlerError",
     "EntityNotFoundError",
     "EventDecodeError",
@@ -131,6 +133,14 @@ class ConcurrencyError(PersistenceError):
         self.stream_id = stream_id
         self.expected = expected
         self.actual = actual
+
+
+class DuplicateEventError(PersistenceError):
+    """An event with this id is already stored; nothing of the write was stored."""
+
+    def __init__(self, event_id: object) -> None:
+        super().__init__(f"an event with id {event_id} is already stored")
+        self.event_id = event_id
 
 
 class AggregateNotFoundError(PersistenceError, EntityNotFoundError):

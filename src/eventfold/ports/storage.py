@@ -20,6 +20,7 @@ from eventfold.ports.records import (
     EventRecord,
     ExpectedVersion,
     LogPosition,
+    OutboxEntry,
     OutboxMessage,
     SnapshotRecord,
     StoredEvent,
@@ -118,6 +119,14 @@ class OutboxWriter(Protocol):
         ...
 
 
+class OutboxReader(Protocol):
+    """Reads the outbox rows still waiting for the relay."""
+
+    async def read_outbox(self, *, limit: int = 100) -> list[OutboxEntry]:
+        """Rows not yet published and not dead, oldest first."""
+        ...
+
+
 class CheckpointStore(Protocol):
     """Remembers how far each named reader of the global log has come."""
 
@@ -157,6 +166,7 @@ class StorageSession(
     SnapshotStore,
     DocumentStore,
     OutboxWriter,
+    OutboxReader,
     CheckpointStore,
     InboxStore,
     Protocol,

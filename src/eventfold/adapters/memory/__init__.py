@@ -1,0 +1,9 @@
+"""The in-memory backend: a real adapter for tests, prototypes and single-process tools."""
+
+from eventfold.adapters.memory.storage import MemorySession, MemoryStorage, create_memory_storage
+
+__all__ = [
+    "MemorySession",
+    "MemoryStorage",
+    "create_memory_storage",
+]

@@ -1,0 +1,5 @@
+"""Contract test suites: subclass one in a test module and provide its ``storage`` fixture."""
+
+from eventfold.testing.contracts.storage import StorageContract
+
+__all__ = ["StorageContract"]
