@@ -1,5 +1,16 @@
 """Ports: the protocols adapters implement and the records they exchange."""
 
+from eventfold.ports.broker import (
+    BrokerMessage,
+    DeadLetter,
+    DeadLetterReader,
+    Delivery,
+    MessageBroker,
+    MessageHandler,
+    MessagePublisher,
+    MessageSubscriber,
+    Subscription,
+)
 from eventfold.ports.records import (
     LOG_START,
     DocumentRecord,
@@ -29,7 +40,11 @@ from eventfold.ports.storage import (
 
 __all__ = [
     "LOG_START",
+    "BrokerMessage",
     "CheckpointStore",
+    "DeadLetter",
+    "DeadLetterReader",
+    "Delivery",
     "DocumentRecord",
     "DocumentStore",
     "EventRecord",
@@ -37,6 +52,10 @@ __all__ = [
     "GlobalLogReader",
     "InboxStore",
     "LogPosition",
+    "MessageBroker",
+    "MessageHandler",
+    "MessagePublisher",
+    "MessageSubscriber",
     "OutboxEntry",
     "OutboxMessage",
     "OutboxReader",
@@ -50,4 +69,5 @@ __all__ = [
     "StreamAppender",
     "StreamReader",
     "StreamState",
+    "Subscription",
 ]

@@ -1,0 +1,208 @@
+"""Broker ports: publish messages, consume them in durable groups, inspect dead letters.
+
+Delivery is at least once. A group is a named, durable consumer (a RabbitMQ queue, a
+JetStream durable consumer, a Redis consumer group): every group receives every
+message of the types it subscribed to; the subscriptions of one group share its
+messages. A handler that returns acknowledges its message; a handler that raises
+gets the message again, and after ``max_deliveries`` attempts the message moves to
+the group's dead letters.
+
+On the wire the payload is the body and the metadata travels in headers named
+``eventfold-*`` (see :meth:`BrokerMessage.to_headers`), so consumers written in
+other languages can read them without eventfold.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+from uuid import UUID
+
+from eventfold.errors import ConfigurationError, MessagingError
+from eventfold.ports.records import OutboxMessage
+
+__all__ = [
+    "BrokerMessage",
+    "DeadLetter",
+    "DeadLetterReader",
+    "Delivery",
+    "MessageBroker",
+    "MessageHandler",
+    "MessagePublisher",
+    "MessageSubscriber",
+    "Subscription",
+    "check_group_name",
+]
+
+_HEADER = "eventfold-"
+_GROUP_NAME = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerMessage:
+    """An event as it travels through a broker: JSON payload text plus its metadata.
+
+    ``aggregate_id`` is the ordering key: messages of one aggregate published in one
+    call arrive in the order given.
+    """
+
+    event_id: UUID
+    type_name: str
+    schema_version: int
+    data: str
+    aggregate_type: str
+    aggregate_id: str
+    occurred_at: datetime
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    actor: str | None = None
+
+    @classmethod
+    def from_outbox(cls, message: OutboxMessage) -> BrokerMessage:
+        """The broker form of an outbox row's message."""
+        return cls(
+            event_id=message.event_id,
+            type_name=message.type_name,
+            schema_version=message.schema_version,
+            data=message.data,
+            aggregate_type=message.aggregate_type,
+            aggregate_id=message.aggregate_id,
+            occurred_at=message.occurred_at,
+            correlation_id=message.correlation_id,
+            causation_id=message.causation_id,
+            actor=message.actor,
+        )
+
+    def to_headers(self) -> dict[str, str]:
+        """The metadata as ``eventfold-*`` string headers; absent optional fields are left out."""
+        headers = {
+            "event-id": str(self.event_id),
+            "type": self.type_name,
+            "schema-version": str(self.schema_version),
+            "aggregate-type": self.aggregate_type,
+            "aggregate-id": self.aggregate_id,
+            "occurred-at": self.occurred_at.isoformat(),
+            "correlation-id": self.correlation_id,
+            "causation-id": self.causation_id,
+            "actor": self.actor,
+        }
+        return {_HEADER + key: value for key, value in headers.items() if value is not None}
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str], data: str) -> BrokerMessage:
+        """The message ``to_headers`` described; :class:`MessagingError` if they do not fit."""
+        try:
+            return cls(
+                event_id=UUID(headers[_HEADER + "event-id"]),
+                type_name=headers[_HEADER + "type"],
+                schema_version=int(headers[_HEADER + "schema-version"]),
+                data=data,
+                aggregate_type=headers[_HEADER + "aggregate-type"],
+                aggregate_id=headers[_HEADER + "aggregate-id"],
+                occurred_at=datetime.fromisoformat(headers[_HEADER + "occurred-at"]),
+                correlation_id=headers.get(_HEADER + "correlation-id"),
+                causation_id=headers.get(_HEADER + "causation-id"),
+                actor=headers.get(_HEADER + "actor"),
+            )
+        except (KeyError, ValueError) as exc:
+            msg = f"a broker message lacks or garbles eventfold's headers: {exc!r}"
+            raise MessagingError(msg) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A message handed to a handler, with how many times it has been handed out (from 1)."""
+
+    message: BrokerMessage
+    attempt: int
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message a group gave up on, with the attempts made and the last handler error."""
+
+    message: BrokerMessage
+    group: str
+    attempts: int
+    reason: str
+
+
+MessageHandler = Callable[[Delivery], Awaitable[None]]
+"""Handles one delivery; returning acknowledges it, raising asks for it again."""
+
+
+class MessagePublisher(Protocol):
+    """Publishes messages and returns once the broker confirmed every one."""
+
+    async def publish(self, messages: Sequence[BrokerMessage]) -> None:
+        """Publish in order; raise ``BrokerUnavailableError`` or ``PublishError`` on failure.
+
+        When it raises, some of the messages may have been published: callers retry the
+        whole batch and consumers deduplicate by event id.
+        """
+        ...
+
+
+class Subscription(Protocol):
+    """A running consumer of one group."""
+
+    @property
+    def group(self) -> str:
+        """The group this subscription consumes for."""
+        ...
+
+    async def stop(self) -> None:
+        """Finish the delivery in hand, then stop; unacknowledged messages stay queued."""
+        ...
+
+
+class MessageSubscriber(Protocol):
+    """Starts consumers of durable groups."""
+
+    async def subscribe(
+        self,
+        group: str,
+        handler: MessageHandler,
+        *,
+        event_types: Collection[str] | None = None,
+        max_deliveries: int = 5,
+    ) -> Subscription:
+        """Consume ``event_types`` (every type when ``None``) for ``group`` until stopped.
+
+        The group is created on first use and receives messages published from then on.
+        The call returns once the consumer is ready to receive.
+        """
+        ...
+
+
+class DeadLetterReader(Protocol):
+    """Reads the messages a group gave up on, without removing them."""
+
+    async def read_dead_letters(self, group: str, *, limit: int = 100) -> list[DeadLetter]:
+        """Up to ``limit`` dead letters of ``group``, oldest first."""
+        ...
+
+
+class MessageBroker(MessagePublisher, MessageSubscriber, DeadLetterReader, Protocol):
+    """A broker connection: publishing, consuming and dead-letter inspection."""
+
+    @property
+    def name(self) -> str:
+        """A short name for errors and logs, e.g. ``"rabbitmq"``."""
+        ...
+
+    async def close(self) -> None:
+        """Stop every subscription and close the connections; the broker is unusable after."""
+        ...
+
+
+def check_group_name(group: str) -> str:
+    """``group`` if it is usable as a queue, consumer and key name on every broker."""
+    if not _GROUP_NAME.match(group):
+        msg = f"group name {group!r} must be 1-200 letters, digits, '-' or '_'"
+        raise ConfigurationError(msg)
+    return group
