@@ -1,0 +1,15 @@
+"""The PostgreSQL backend (asyncpg): ``create_postgres_storage(dsn, schema=...)``."""
+
+from eventfold.adapters.postgres.session import PostgresSession
+from eventfold.adapters.postgres.storage import (
+    PostgresStorage,
+    PostgresTransaction,
+    create_postgres_storage,
+)
+
+__all__ = [
+    "PostgresSession",
+    "PostgresStorage",
+    "PostgresTransaction",
+    "create_postgres_storage",
+]

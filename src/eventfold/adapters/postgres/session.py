@@ -1,0 +1,292 @@
+"""One PostgreSQL transaction on one pooled asyncpg connection."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from eventfold.adapters.postgres import sql
+from eventfold.adapters.postgres.errors import DRIVER_ERRORS, translate
+from eventfold.errors import ConcurrencyError
+from eventfold.ports.records import (
+    LOG_START,
+    DocumentRecord,
+    EventRecord,
+    ExpectedVersion,
+    LogPosition,
+    OutboxEntry,
+    OutboxMessage,
+    SnapshotRecord,
+    StoredEvent,
+    StreamState,
+)
+
+if TYPE_CHECKING:
+    import asyncpg
+    from sqlalchemy.sql.base import Executable
+
+__all__ = ["PostgresSession"]
+
+_ANY = -1
+"""How "any version" travels to the append statement."""
+
+_ANY_ATTEMPTS = 5
+"""An "any" append that loses a race re-reads the head and tries again, this often."""
+
+
+def _expected_number(expected: ExpectedVersion) -> int:
+    if expected is StreamState.ANY:
+        return _ANY
+    if expected is StreamState.NO_STREAM:
+        return 0
+    return expected
+
+
+def _describe(expected: ExpectedVersion) -> object:
+    return expected.value if isinstance(expected, StreamState) else expected
+
+
+def _event_arrays(events: Sequence[EventRecord]) -> tuple[list[Any], ...]:
+    """The batch as one array per column: the append statement unnests them."""
+    return (
+        [e.event_id for e in events],
+        [e.type_name for e in events],
+        [e.schema_version for e in events],
+        [e.data for e in events],
+        [e.occurred_at for e in events],
+        [e.correlation_id for e in events],
+        [e.causation_id for e in events],
+        [e.actor for e in events],
+    )
+
+
+def _outbox_arrays(messages: Sequence[OutboxMessage]) -> tuple[list[Any], ...]:
+    return (
+        [m.event_id for m in messages],
+        [m.type_name for m in messages],
+        [m.schema_version for m in messages],
+        [m.aggregate_type for m in messages],
+        [m.aggregate_id for m in messages],
+        [m.data for m in messages],
+        [m.occurred_at for m in messages],
+        [m.correlation_id for m in messages],
+        [m.causation_id for m in messages],
+        [m.actor for m in messages],
+    )
+
+
+def _outbox_entry(row: asyncpg.Record) -> OutboxEntry:
+    message = OutboxMessage(*row[1:11])
+    return OutboxEntry(row[0], message, *row[11:])
+
+
+class PostgresSession:
+    """A :class:`~eventfold.ports.StorageSession` inside one open PostgreSQL transaction."""
+
+    __slots__ = ("_connection", "_store")
+
+    def __init__(self, connection: asyncpg.Connection, store: str) -> None:
+        self._connection = connection
+        self._store = store
+
+    # -- streams -----------------------------------------------------------------------
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        as_of: datetime | None = None,
+    ) -> list[StoredEvent]:
+        """A stream's events in version order, within the bounds, occurring by ``as_of``."""
+        rows = await self._fetch(sql.READ_STREAM, stream_id, from_version, to_version, as_of)
+        return [StoredEvent(*row) for row in rows]
+
+    async def stream_version(self, stream_id: str) -> int:
+        """The stream's current version: 0 when it does not exist."""
+        version: int = await self._fetchval(sql.STREAM_VERSION, stream_id)
+        return version
+
+    async def append(
+        self, stream_id: str, events: Sequence[EventRecord], *, expected_version: ExpectedVersion
+    ) -> int:
+        """Append ``events`` in one statement; on conflict store nothing, raise."""
+        expected = _expected_number(expected_version)
+        if not events:
+            return await self._check_unchanged(stream_id, expected_version, expected)
+        arrays = _event_arrays(events)
+        for _ in range(_ANY_ATTEMPTS if expected == _ANY else 1):
+            head, positions, _notified = await self._fetchrow(
+                sql.APPEND, stream_id, expected, *arrays
+            )
+            if positions is not None and len(positions) == len(events):
+                return int(head) + len(events)
+            if positions:
+                # A concurrent writer took some of our versions: take back the rest so
+                # nothing of the batch stays (they were never visible to anyone else).
+                await self._execute(sql.UNDO_APPEND, positions)
+            if expected not in (_ANY, head):
+                raise ConcurrencyError(stream_id, _describe(expected_version), head)
+        # Lost a race (or the stream was last written by a transaction younger than
+        # this one, see sql.APPEND): report the version as it is now.
+        actual = await self.stream_version(stream_id)
+        raise ConcurrencyError(stream_id, _describe(expected_version), actual)
+
+    async def _check_unchanged(
+        self, stream_id: str, expected_version: ExpectedVersion, expected: int
+    ) -> int:
+        current = await self.stream_version(stream_id)
+        if expected not in (_ANY, current):
+            raise ConcurrencyError(stream_id, _describe(expected_version), current)
+        return current
+
+    # -- global log --------------------------------------------------------------------
+
+    async def read_log(
+        self, *, after: LogPosition, limit: int, types: Collection[str] | None = None
+    ) -> list[StoredEvent]:
+        """Up to ``limit`` events after ``after`` in log order, optionally of some types only."""
+        commit, position = after
+        if types is None:
+            rows = await self._fetch(sql.READ_LOG, commit, position, limit)
+        else:
+            rows = await self._fetch(sql.READ_LOG_OF_TYPES, commit, position, limit, list(types))
+        return [StoredEvent(*row) for row in rows]
+
+    async def log_head(self) -> LogPosition:
+        """The position of the last readable event (``LOG_START`` for an empty log)."""
+        row = await self._fetchrow(sql.LOG_HEAD)
+        return LOG_START if row is None else LogPosition(row[0], row[1])
+
+    async def count_after(self, after: LogPosition) -> int:
+        """How many readable events follow ``after``."""
+        count: int = await self._fetchval(sql.COUNT_AFTER, after[0], after[1])
+        return count
+
+    # -- snapshots ---------------------------------------------------------------------
+
+    async def load_snapshot(self, stream_id: str) -> SnapshotRecord | None:
+        """The latest snapshot of a stream, if any."""
+        row = await self._fetchrow(sql.LOAD_SNAPSHOT, stream_id)
+        return None if row is None else SnapshotRecord(*row)
+
+    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
+        """Keep ``snapshot`` as the stream's latest (replacing an older one)."""
+        await self._execute(
+            sql.SAVE_SNAPSHOT,
+            snapshot.stream_id,
+            snapshot.version,
+            snapshot.state_type,
+            snapshot.schema_version,
+            snapshot.data,
+            snapshot.taken_at,
+        )
+
+    # -- documents ---------------------------------------------------------------------
+
+    async def load_document(self, collection: str, key: str) -> DocumentRecord | None:
+        """The document, or None."""
+        row = await self._fetchrow(sql.LOAD_DOCUMENT, collection, key)
+        return None if row is None else DocumentRecord(*row)
+
+    async def load_documents(self, collection: str, keys: Sequence[str]) -> list[DocumentRecord]:
+        """The documents that exist among ``keys``, in no particular order."""
+        rows = await self._fetch(sql.LOAD_DOCUMENTS, collection, list(keys))
+        return [DocumentRecord(*row) for row in rows]
+
+    async def save_document(
+        self, collection: str, key: str, data: str, *, expected_version: int
+    ) -> int:
+        """Insert (``expected_version=0``) or update a document; return its new version."""
+        if expected_version == 0:
+            version = await self._fetchval(sql.INSERT_DOCUMENT, collection, key, data)
+        else:
+            version = await self._fetchval(
+                sql.UPDATE_DOCUMENT, collection, key, data, expected_version
+            )
+        if version is None:
+            await self._document_conflict(collection, key, expected_version)
+        return int(version)
+
+    async def delete_document(self, collection: str, key: str, *, expected_version: int) -> None:
+        """Delete a document at the expected version."""
+        deleted = None
+        if expected_version != 0:
+            deleted = await self._fetchval(sql.DELETE_DOCUMENT, collection, key, expected_version)
+        if deleted is None:
+            await self._document_conflict(collection, key, expected_version)
+
+    async def _document_conflict(self, collection: str, key: str, expected_version: int) -> None:
+        actual: int = await self._fetchval(sql.DOCUMENT_VERSION, collection, key)
+        raise ConcurrencyError(f"{collection}/{key}", expected_version, actual)
+
+    # -- outbox ------------------------------------------------------------------------
+
+    async def add_to_outbox(self, messages: Sequence[OutboxMessage]) -> None:
+        """Write one outbox row per message, all in one statement."""
+        if messages:
+            await self._execute(sql.ADD_TO_OUTBOX, *_outbox_arrays(messages))
+
+    async def read_outbox(self, *, limit: int = 100) -> list[OutboxEntry]:
+        """Rows not yet published and not dead, oldest first."""
+        rows = await self._fetch(sql.READ_OUTBOX, limit)
+        return [_outbox_entry(row) for row in rows]
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    async def load_checkpoint(self, name: str) -> LogPosition | None:
+        """The saved position, or None when the reader has never run."""
+        row = await self._fetchrow(sql.LOAD_CHECKPOINT, name)
+        return None if row is None else LogPosition(row[0], row[1])
+
+    async def save_checkpoint(self, name: str, position: LogPosition) -> None:
+        """Save the position (in this transaction)."""
+        await self._execute(sql.SAVE_CHECKPOINT, name, position[0], position[1])
+
+    # -- inbox -------------------------------------------------------------------------
+
+    async def mark_processed(self, event_id: UUID, handler_name: str) -> bool:
+        """Record the pair; False when it was already recorded (a duplicate delivery)."""
+        return await self._fetchval(sql.MARK_PROCESSED, event_id, handler_name) is not None
+
+    async def purge_processed(self, older_than: datetime) -> int:
+        """Forget pairs processed before ``older_than``; return how many."""
+        status = await self._execute(sql.PURGE_PROCESSED, older_than)
+        return int(status.rsplit(" ", 1)[-1])
+
+    # -- SQL ---------------------------------------------------------------------------
+
+    async def execute_sql(self, statement: Executable) -> list[dict[str, Any]]:
+        """Run a SQLAlchemy Core statement in this transaction; rows as dictionaries."""
+        raise NotImplementedError
+
+    # -- driver calls, errors translated -------------------------------------------------
+
+    async def _fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        try:
+            rows: list[asyncpg.Record] = await self._connection.fetch(query, *args)
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, self._store) from exc
+        return rows
+
+    async def _fetchrow(self, query: str, *args: object) -> Any:
+        try:
+            return await self._connection.fetchrow(query, *args)
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, self._store) from exc
+
+    async def _fetchval(self, query: str, *args: object) -> Any:
+        try:
+            return await self._connection.fetchval(query, *args)
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, self._store) from exc
+
+    async def _execute(self, query: str, *args: object) -> str:
+        try:
+            status: str = await self._connection.execute(query, *args)
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, self._store) from exc
+        return status

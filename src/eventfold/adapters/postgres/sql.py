@@ -1,0 +1,210 @@
+"""The hand-written SQL of the PostgreSQL adapter's hot paths.
+
+Statements name tables without a schema: every pooled connection's ``search_path`` is
+the storage's schema. asyncpg prepares each text once per connection and caches it, so
+the server plans these once and then only binds values.
+
+Global log visibility (see docs/design.md, "A gap-free global log on PostgreSQL"):
+``commit_id`` is the writing transaction's 64-bit id. A reader only returns rows whose
+``commit_id`` is below the ``xmin`` of its own snapshot: every transaction below
+``xmin`` has finished, so no row can ever appear there later, and paging by
+``(commit_id, position)`` never passes an event that commits late.
+"""
+
+from __future__ import annotations
+
+# pg_current_xact_id() is xid8: the 32-bit xid extended with the wraparound epoch, so
+# it grows monotonically for the cluster's life and fits a bigint; ::text::bigint is
+# the documented way to turn it into a number.
+CURRENT_XACT = "pg_current_xact_id()::text::bigint"
+
+# Every transaction with an id below this has committed or aborted. It includes the
+# reader's own transaction id when it holds one, so a session that already wrote sees
+# nothing of the log past its own id until it ends: it can stall, never skip.
+VISIBLE_BELOW = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+
+NOTIFY_CHANNEL = "eventfold_events"
+
+EVENT_COLUMNS = (
+    "stream_id, version, position, commit_id, event_id, type_name, schema_version, "
+    "data::text, occurred_at, correlation_id, causation_id, actor"
+)
+"""In :class:`~eventfold.ports.records.StoredEvent` field order, so a row unpacks into it."""
+
+# One statement, one round trip: check the expected version, insert the whole batch,
+# report what happened. $2 is the expected version, -1 for "any".
+# - `last` reads the stream's head in this statement's snapshot; the WHERE refuses the
+#   batch when it differs from the expectation (zero rows inserted).
+# - Two writers that both saw the same head race on the unique (stream_id, version)
+#   constraint: ON CONFLICT DO NOTHING makes the loser wait for the winner's commit and
+#   then skip its rows instead of aborting the caller's transaction; the caller sees
+#   fewer rows than it sent and undoes the rest (see PostgresSession.append).
+# - `last.commit_id <= own id` keeps each stream's events in version order in the log:
+#   a transaction that took its id before another one appended to this stream and
+#   committed would otherwise place its later version before that earlier one.
+# - The notification is only sent at commit, and only when rows were inserted; its
+#   payload is the schema, so listeners on other schemas ignore it.
+APPEND = f"""
+WITH last AS (
+    SELECT coalesce(l.version, 0) AS version, coalesce(l.commit_id, 0) AS commit_id
+    FROM (SELECT 1) AS one
+    LEFT JOIN LATERAL (
+        SELECT version, commit_id FROM eventfold_events
+        WHERE stream_id = $1 ORDER BY version DESC LIMIT 1
+    ) AS l ON true
+), appended AS (
+    INSERT INTO eventfold_events (
+        commit_id, stream_id, version, event_id, type_name, schema_version, data,
+        occurred_at, correlation_id, causation_id, actor
+    )
+    SELECT {CURRENT_XACT}, $1, last.version + e.n, e.event_id, e.type_name,
+           e.schema_version, e.data::jsonb, e.occurred_at, e.correlation_id,
+           e.causation_id, e.actor
+    FROM last, unnest(
+        $3::uuid[], $4::text[], $5::int[], $6::text[], $7::timestamptz[],
+        $8::text[], $9::text[], $10::text[]
+    ) WITH ORDINALITY AS e(
+        event_id, type_name, schema_version, data, occurred_at,
+        correlation_id, causation_id, actor, n
+    )
+    WHERE ($2 < 0 OR last.version = $2) AND last.commit_id <= {CURRENT_XACT}
+    ORDER BY e.n
+    ON CONFLICT (stream_id, version) DO NOTHING
+    RETURNING position
+)
+SELECT last.version AS head,
+       (SELECT array_agg(position) FROM appended) AS positions,
+       (SELECT pg_notify('{NOTIFY_CHANNEL}', current_schema()) WHERE EXISTS (SELECT FROM appended))
+FROM last
+"""
+
+UNDO_APPEND = "DELETE FROM eventfold_events WHERE position = ANY($1::bigint[])"
+
+STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM eventfold_events WHERE stream_id = $1"
+
+READ_STREAM = f"""
+SELECT {EVENT_COLUMNS} FROM eventfold_events
+WHERE stream_id = $1 AND version >= $2 AND version <= coalesce($3::int, 2147483647)
+  AND ($4::timestamptz IS NULL OR occurred_at <= $4)
+ORDER BY version
+"""
+
+READ_LOG = f"""
+SELECT {EVENT_COLUMNS} FROM eventfold_events
+WHERE (commit_id, position) > ($1, $2) AND commit_id < {VISIBLE_BELOW}
+ORDER BY commit_id, position
+LIMIT $3
+"""
+
+READ_LOG_OF_TYPES = f"""
+SELECT {EVENT_COLUMNS} FROM eventfold_events
+WHERE (commit_id, position) > ($1, $2) AND commit_id < {VISIBLE_BELOW}
+  AND type_name = ANY($4::text[])
+ORDER BY commit_id, position
+LIMIT $3
+"""
+
+LOG_HEAD = f"""
+SELECT commit_id, position FROM eventfold_events
+WHERE commit_id < {VISIBLE_BELOW}
+ORDER BY commit_id DESC, position DESC
+LIMIT 1
+"""
+
+COUNT_AFTER = f"""
+SELECT count(*) FROM eventfold_events
+WHERE (commit_id, position) > ($1, $2) AND commit_id < {VISIBLE_BELOW}
+"""
+
+LOAD_SNAPSHOT = """
+SELECT stream_id, version, state_type, schema_version, data::text, taken_at
+FROM eventfold_snapshots WHERE stream_id = $1
+"""
+
+SAVE_SNAPSHOT = """
+INSERT INTO eventfold_snapshots (stream_id, version, state_type, schema_version, data, taken_at)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6)
+ON CONFLICT (stream_id) DO UPDATE SET
+    version = excluded.version, state_type = excluded.state_type,
+    schema_version = excluded.schema_version, data = excluded.data,
+    taken_at = excluded.taken_at
+"""
+
+DOCUMENT_COLUMNS = "collection, key, version, data::text, updated_at"
+
+LOAD_DOCUMENT = f"""
+SELECT {DOCUMENT_COLUMNS} FROM eventfold_documents WHERE collection = $1 AND key = $2
+"""
+
+LOAD_DOCUMENTS = f"""
+SELECT {DOCUMENT_COLUMNS} FROM eventfold_documents
+WHERE collection = $1 AND key = ANY($2::text[])
+"""
+
+INSERT_DOCUMENT = """
+INSERT INTO eventfold_documents (collection, key, version, data, updated_at)
+VALUES ($1, $2, 1, $3::jsonb, now())
+ON CONFLICT (collection, key) DO NOTHING
+RETURNING version
+"""
+
+UPDATE_DOCUMENT = """
+UPDATE eventfold_documents SET version = version + 1, data = $3::jsonb, updated_at = now()
+WHERE collection = $1 AND key = $2 AND version = $4
+RETURNING version
+"""
+
+DELETE_DOCUMENT = """
+DELETE FROM eventfold_documents WHERE collection = $1 AND key = $2 AND version = $3
+RETURNING version
+"""
+
+DOCUMENT_VERSION = """
+SELECT coalesce(max(version), 0) FROM eventfold_documents WHERE collection = $1 AND key = $2
+"""
+
+ADD_TO_OUTBOX = """
+INSERT INTO eventfold_outbox (
+    event_id, type_name, schema_version, aggregate_type, aggregate_id, data,
+    occurred_at, correlation_id, causation_id, actor, created_at
+)
+SELECT e.event_id, e.type_name, e.schema_version, e.aggregate_type, e.aggregate_id,
+       e.data::jsonb, e.occurred_at, e.correlation_id, e.causation_id, e.actor, now()
+FROM unnest(
+    $1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
+    $7::timestamptz[], $8::text[], $9::text[], $10::text[]
+) WITH ORDINALITY AS e(
+    event_id, type_name, schema_version, aggregate_type, aggregate_id, data,
+    occurred_at, correlation_id, causation_id, actor, n
+)
+ORDER BY e.n
+"""
+
+READ_OUTBOX = """
+SELECT id, event_id, type_name, schema_version, aggregate_type, aggregate_id, data::text,
+       occurred_at, correlation_id, causation_id, actor, created_at, attempts,
+       next_attempt_at, published_at, last_error, dead
+FROM eventfold_outbox
+WHERE published_at IS NULL AND NOT dead
+ORDER BY id
+LIMIT $1
+"""
+
+LOAD_CHECKPOINT = "SELECT commit_id, position FROM eventfold_checkpoints WHERE name = $1"
+
+SAVE_CHECKPOINT = """
+INSERT INTO eventfold_checkpoints (name, commit_id, position, updated_at)
+VALUES ($1, $2, $3, now())
+ON CONFLICT (name) DO UPDATE SET
+    commit_id = excluded.commit_id, position = excluded.position,
+    updated_at = excluded.updated_at
+"""
+
+MARK_PROCESSED = """
+INSERT INTO eventfold_inbox (event_id, handler_name, processed_at)
+VALUES ($1, $2, now())
+ON CONFLICT (event_id, handler_name) DO NOTHING
+RETURNING true
+"""
+
+PURGE_PROCESSED = "DELETE FROM eventfold_inbox WHERE processed_at < $1"
