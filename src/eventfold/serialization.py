@@ -95,6 +95,10 @@ class EventRegistry:
                 f"give {cls.__qualname__} another name with @event_type"
             )
             raise ConfigurationError(msg)
+        registered_as = self._names.get(cls, type_name)
+        if registered_as != type_name:
+            msg = f"{cls.__qualname__} is already registered as {registered_as!r}"
+            raise ConfigurationError(msg)
         self._by_name[type_name] = cls
         self._names[cls] = type_name
         self._codecs[type_name] = JsonCodec(cls, type_name)
@@ -165,11 +169,28 @@ class EventRegistry:
                 f"code's version {current}"
             )
             raise SerializationError(msg)
-        payload = json.loads(data)
+        payload = _load_json(type_name, version, data)
         for step in range(version, current):
             upcaster = self._upcasters.get((type_name, step))
             if upcaster is None:
                 msg = f"no upcaster for {type_name} from version {step} to {step + 1}"
                 raise SerializationError(msg)
-            payload = upcaster(payload)
+            payload = _run_upcaster(upcaster, type_name, step, payload)
         return payload
+
+
+def _load_json(type_name: str, version: int, data: str | bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise EventDecodeError(type_name, version, "<root>", f"invalid JSON: {exc}") from exc
+
+
+def _run_upcaster(upcaster: Upcaster, type_name: str, version: int, payload: Any) -> Any:
+    # An upcaster is user code reading old payloads; whatever it raises is reported as the
+    # payload that could not be decoded, with the step that failed.
+    try:
+        return upcaster(payload)
+    except Exception as exc:
+        reason = f"upcaster to version {version + 1} failed: {exc!r}"
+        raise EventDecodeError(type_name, version, "<root>", reason) from exc

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from eventfold.application.mediator import Next, RequestContext
@@ -22,8 +22,13 @@ from eventfold.errors import (
 
 __all__ = ["ErrorMappingBehavior", "LoggingBehavior", "ValidationBehavior", "default_behaviors"]
 
-Validator = Callable[[object], None]
+Validator = Callable[[object], list[FieldError]]
+"""Returns the field errors of a request, empty when it is valid."""
 
+_MISSING = object()
+# Nested dataclass instances are revalidated too (a plain dataclass never ran its
+# constraints), and a field typed with a class pydantic does not know is taken as is.
+_DATACLASS_CONFIG = ConfigDict(revalidate_instances="always", arbitrary_types_allowed=True)
 
 _validators: dict[type, Validator | None] = {}
 
@@ -35,27 +40,54 @@ def _validator_for(cls: type) -> Validator | None:
 
 
 def _build_validator(cls: type) -> Validator | None:
-    # Revalidate from the field values: a request built with model_construct() or a plain
-    # dataclass never ran its declared constraints.
-    names: list[str]
+    # Revalidate: a request built with model_construct() or a plain dataclass never ran its
+    # declared constraints.
     if issubclass(cls, BaseModel):
-        names = list(cls.model_fields)
-    elif dataclasses.is_dataclass(cls):
-        names = [f.name for f in dataclasses.fields(cls) if f.init]
-    else:
+        return _fields_validator(TypeAdapter(cls), list(cls.model_fields))
+    if not dataclasses.is_dataclass(cls):
         return None
-    adapter: TypeAdapter[Any] = TypeAdapter(cls)
+    if hasattr(cls, "__pydantic_config__"):  # a pydantic dataclass keeps its own config
+        names = [f.name for f in dataclasses.fields(cls) if f.init]
+        return _fields_validator(TypeAdapter(cls), names)
+    return _instance_validator(cls)
 
-    def validate(request: object) -> None:
-        adapter.validate_python({name: getattr(request, name) for name in names})
+
+def _fields_validator(adapter: TypeAdapter[Any], names: list[str]) -> Validator:
+    def validate(request: object) -> list[FieldError]:
+        # A field model_construct() left unset is omitted, so pydantic reports it as missing.
+        values = {name: getattr(request, name, _MISSING) for name in names}
+        data = {name: value for name, value in values.items() if value is not _MISSING}
+        try:
+            adapter.validate_python(data, by_name=True)
+        except PydanticValidationError as exc:
+            return field_errors(exc)
+        return []
 
     return validate
 
 
-def field_errors(exc: PydanticValidationError) -> list[FieldError]:
-    """One :class:`FieldError` per pydantic error, with a dotted field path."""
+def _instance_validator(cls: type) -> Validator:
+    # A config reaches a stdlib dataclass only through an enclosing type, hence the tuple;
+    # its error paths start with the tuple index, which is dropped.
+    adapter: TypeAdapter[Any] = TypeAdapter(tuple[cls], config=_DATACLASS_CONFIG)  # type: ignore[valid-type]
+
+    def validate(request: object) -> list[FieldError]:
+        try:
+            adapter.validate_python((request,))
+        except PydanticValidationError as exc:
+            return field_errors(exc, skip=1)
+        return []
+
+    return validate
+
+
+def field_errors(exc: PydanticValidationError, *, skip: int = 0) -> list[FieldError]:
+    """One :class:`FieldError` per pydantic error, with a dotted field path.
+
+    ``skip`` drops that many leading path parts (the position in a wrapping tuple).
+    """
     return [
-        FieldError(".".join(str(part) for part in error["loc"]) or "<root>", error["msg"])
+        FieldError(".".join(str(part) for part in error["loc"][skip:]) or "<root>", error["msg"])
         for error in exc.errors()
     ]
 
@@ -75,13 +107,9 @@ class ValidationBehavior:
     ) -> OperationResult[Any]:
         """Validate, then continue."""
         validate = _validator_for(type(request))
-        if validate is not None:
-            try:
-                validate(request)
-            except PydanticValidationError as exc:
-                return OperationResult.bad_request(
-                    f"{type(request).__name__} is invalid", errors=field_errors(exc)
-                )
+        if validate is not None and (errors := validate(request)):
+            detail = f"{type(request).__name__} is invalid"
+            return OperationResult.bad_request(detail, errors=errors)
         return await next(request, context)
 
 

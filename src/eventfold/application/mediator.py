@@ -187,18 +187,11 @@ class Mediator:
         failures: list[HandlerFailure] = []
         factories = self._routes(type(event))
         for factory in factories:
-            handler = factory()
             try:
-                await handler.handle(event)
-            except Exception as exc:  # isolate: one failing handler must not stop the rest
-                name = type(handler).__qualname__
-                logger.exception(
-                    "event handler %s failed on %s",
-                    name,
-                    type(event).__qualname__,
-                    extra={"handler": name, "event_type": type(event).__qualname__},
-                )
-                failures.append(HandlerFailure(name, type(event).__qualname__, exc))
+                await factory().handle(event)
+            # Isolate: one failing handler must not stop the rest; it is logged and reported.
+            except Exception as exc:  # noqa: BLE001
+                failures.append(_report_failure(factory, event, exc))
         return PublishReport(len(factories), tuple(failures))
 
     def _routes(self, event_type: type) -> list[EventHandlerFactory]:
@@ -223,17 +216,35 @@ class Mediator:
         return pipeline
 
 
+def _report_failure(factory: EventHandlerFactory, event: object, exc: Exception) -> HandlerFailure:
+    # The factory is usually the handler class itself; a lambda or function has its own name.
+    name = getattr(factory, "__qualname__", type(factory).__qualname__)
+    event_type = type(event).__qualname__
+    logger.error(
+        "event handler %s failed on %s",
+        name,
+        event_type,
+        exc_info=exc,
+        extra={"handler": name, "event_type": event_type},
+    )
+    return HandlerFailure(name, event_type, exc)
+
+
+# The steps below are plain functions returning the next awaitable rather than coroutines
+# awaiting it: each behaviour costs one coroutine frame, not two.
+
+
 def _call_handler(factory: HandlerFactory) -> Next:
-    async def call(request: object, context: RequestContext) -> OperationResult[Any]:
-        return await factory(context).handle(request)
+    def call(request: object, context: RequestContext) -> Awaitable[OperationResult[Any]]:
+        return factory(context).handle(request)
 
     return call
 
 
 def _compose(behaviors: Sequence[Behavior], innermost: Next) -> Next:
     def wrap(inner: Next, behavior: Behavior) -> Next:
-        async def step(request: object, context: RequestContext) -> OperationResult[Any]:
-            return await behavior(request, context, inner)
+        def step(request: object, context: RequestContext) -> Awaitable[OperationResult[Any]]:
+            return behavior(request, context, inner)
 
         return step
 

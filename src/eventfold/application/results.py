@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-_TITLES = {
-    200: "OK",
-    201: "Created",
-    202: "Accepted",
-    204: "No Content",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    409: "Conflict",
-    500: "Internal Server Error",
-}
+_DEFAULT_500_DETAIL = "An unexpected error occurred."
+
+
+def _title(status: int) -> str:
+    # RFC 9457: with the "about:blank" type, the title is the status code's reason phrase.
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +76,7 @@ class OperationResult(Generic[T]):
     def unwrap(self) -> T:
         """The data of a successful result; raises ``ValueError`` on a failed one."""
         if not self.is_success:
-            msg = f"operation failed with {self.status}: {self.detail or _TITLES.get(self.status)}"
+            msg = f"operation failed with {self.status}: {self.detail or _title(self.status)}"
             raise ValueError(msg)
         return self.data  # type: ignore[return-value]
 
@@ -110,9 +108,11 @@ class OperationResult(Generic[T]):
         errors: tuple[FieldError, ...] | list[FieldError] = (),
         type: str = "about:blank",  # noqa: A002 - RFC 9457's member name
     ) -> OperationResult[T]:
-        """A failed result with a problem body."""
-        title = _TITLES.get(status, "Error")
-        problem = ProblemDetails(status, title, detail, type, None, tuple(errors))
+        """A failed result (status 400-599) with a problem body."""
+        if not 400 <= status < 600:
+            msg = f"a failure has a 4xx or 5xx status, got {status}"
+            raise ValueError(msg)
+        problem = ProblemDetails(status, _title(status), detail, type, None, tuple(errors))
         return OperationResult(status, None, problem)
 
     @staticmethod
@@ -143,7 +143,7 @@ class OperationResult(Generic[T]):
         return OperationResult.failure(409, detail)
 
     @staticmethod
-    def internal_error(detail: str | None = "An unexpected error occurred.") -> OperationResult[T]:
+    def internal_error(detail: str | None = _DEFAULT_500_DETAIL) -> OperationResult[T]:
         """500: something failed that the caller cannot fix; details stay in the logs."""
         return OperationResult.failure(500, detail)
 
@@ -189,6 +189,6 @@ class ResultFactory(Generic[T]):
         """409."""
         return OperationResult.conflict(detail)
 
-    def internal_error(self, detail: str | None = None) -> OperationResult[T]:
+    def internal_error(self, detail: str | None = _DEFAULT_500_DETAIL) -> OperationResult[T]:
         """500."""
         return OperationResult.internal_error(detail)

@@ -17,8 +17,9 @@ class AggregateRoot(Entity[TKey], Generic[TState, TKey]):
     """An aggregate whose state changes only by applying the events it records.
 
     Handlers live on the state class or on the aggregate, as ``apply_<EventName>``
-    methods or overloads of a ``functools.singledispatchmethod`` named ``on``. A state
-    handler may mutate the state in place or return a new state (for frozen states).
+    methods or overloads of a ``functools.singledispatchmethod`` named ``on``; the state's
+    handler is used when both declare one. A handler may mutate the state in place or
+    return a new state (for frozen states).
     """
 
     def __init__(self, id: TKey, state: TState | None = None) -> None:  # noqa: A002
@@ -34,12 +35,10 @@ class AggregateRoot(Entity[TKey], Generic[TState, TKey]):
     @classmethod
     def state_type(cls) -> Any:
         """The state class named in ``AggregateRoot[TState, TKey]``."""
-        for klass in cls.__mro__:
-            for base in klass.__dict__.get("__orig_bases__", ()):
-                if get_origin(base) is AggregateRoot:
-                    return get_args(base)[0]
-        msg = f"{cls.__qualname__} must subclass AggregateRoot[StateClass, KeyType]"
-        raise ConfigurationError(msg)
+        state = _state_types.get(cls)
+        if state is None:
+            state = _state_types[cls] = _find_state_type(cls)
+        return state
 
     @classmethod
     def rehydrate(
@@ -60,6 +59,11 @@ class AggregateRoot(Entity[TKey], Generic[TState, TKey]):
         return aggregate
 
     @property
+    def version(self) -> int:
+        """The stored version plus the events recorded since (0 for a new aggregate)."""
+        return self._version
+
+    @property
     def state(self) -> TState:
         """The current state, including events recorded and not yet committed."""
         return self._state
@@ -76,14 +80,30 @@ class AggregateRoot(Entity[TKey], Generic[TState, TKey]):
         self._version += 1
 
     def _apply(self, event: object) -> None:
+        # Whichever side declares the handler, a returned value is the new state.
         event_cls = type(event)
-        handler = find_handler(type(self._state), event_cls)
-        if handler is not None:
-            result = handler(self._state, event)
-            if result is not None:
-                self._state = result
-            return
-        handler = find_handler(type(self), event_cls)
-        if handler is None:
-            raise MissingEventHandlerError(type(self), event_cls)
-        handler(self, event)
+        state_handler = find_handler(type(self._state), event_cls)
+        if state_handler is not None:
+            result = state_handler(self._state, event)
+        else:
+            handler = find_handler(type(self), event_cls)
+            if handler is None:
+                raise MissingEventHandlerError(type(self), event_cls, state=type(self._state))
+            result = handler(self, event)
+        if result is not None:
+            self._state = result
+
+
+_state_types: dict[type, Any] = {}
+
+
+def _find_state_type(cls: type) -> Any:
+    for klass in cls.__mro__:
+        for base in klass.__dict__.get("__orig_bases__", ()):
+            if get_origin(base) is AggregateRoot:
+                state = get_args(base)[0]
+                if isinstance(state, TypeVar):  # a generic intermediate base, not a class
+                    break
+                return state
+    msg = f"{cls.__qualname__} must subclass AggregateRoot[StateClass, KeyType]"
+    raise ConfigurationError(msg)

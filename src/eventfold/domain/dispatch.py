@@ -49,18 +49,22 @@ def find_handler(cls: type, event_type: type) -> Handler | None:
 
 
 def _resolve(cls: type, event_type: type) -> Handler | None:
-    named = _by_name(cls).get(event_type.__name__)
-    if named is not None:
-        return named
+    # Walk the event's classes from the most specific: the first class with a handler
+    # wins, whether that handler is an apply_<Name> method or an overload of `on`.
+    named = _by_name(cls)
     dispatcher = _single_dispatch(cls)
+    registry = dispatcher.dispatcher.registry if dispatcher is not None else {}
+    for klass in event_type.__mro__[:-1]:
+        handler = named.get(klass.__name__) or registry.get(klass)
+        if handler is not None:
+            return handler
     if dispatcher is None:
         return None
+    # singledispatch also knows abstract base classes an event is only registered with.
     func = dispatcher.dispatcher.dispatch(event_type)
     # The base implementation of a singledispatchmethod is registered for `object`;
     # reaching it means no overload matched this event type.
-    if func is dispatcher.dispatcher.registry[object]:
-        return None
-    return func
+    return None if func is registry[object] else func
 
 
 def apply_event(target: object, event: object) -> None:

@@ -44,14 +44,18 @@ class ConfigurationError(EventfoldError):
 class MissingEventHandlerError(ConfigurationError):
     """An aggregate or state was asked to apply an event it declares no handler for."""
 
-    def __init__(self, target: type, event_type: type) -> None:
+    def __init__(self, target: type, event_type: type, *, state: type | None = None) -> None:
+        where = f"{target.__qualname__} declares"
+        if state is not None:
+            where = f"neither {target.__qualname__} nor its state {state.__qualname__} declares"
         super().__init__(
-            f"{target.__qualname__} has no handler for event {event_type.__qualname__}: "
+            f"{where} a handler for event {event_type.__qualname__}: "
             f"define apply_{event_type.__name__}(self, event) or register it on a "
             f"singledispatchmethod 'on'"
         )
         self.target = target
         self.event_type = event_type
+        self.state = state
 
 
 class QueryError(EventfoldError):

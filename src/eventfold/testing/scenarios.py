@@ -32,14 +32,20 @@ class AggregateScenario(Generic[A]):
         return self
 
     def when(self, action: Callable[[A], object]) -> AggregateScenario[A]:
-        """The operation under test, called with the rebuilt aggregate."""
+        """The operation under test, called with the rebuilt aggregate.
+
+        An action that returns an aggregate of this type (a factory such as
+        ``lambda _: Order.place(...)``) puts that aggregate under test instead.
+        """
         self._action = action
         return self
 
     def _run(self) -> A:
         aggregate: A = self._type.rehydrate(self._id, self._history)  # type: ignore[assignment]
         if self._action is not None:
-            self._action(aggregate)
+            created = self._action(aggregate)
+            if isinstance(created, self._type):
+                return created
         return aggregate
 
     def then(self, *expected: object) -> A:
