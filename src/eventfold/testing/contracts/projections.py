@@ -1,0 +1,257 @@
+"""The projection contract: checkpoints, poison events, rebuilds and lag on any storage.
+
+Subclass :class:`ProjectionContract` and provide a ``storage`` fixture (an empty storage
+with its schema created) to run it against a backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import pytest
+
+from eventfold.application.projections import (
+    Projection,
+    ProjectionContext,
+    ProjectionFailedError,
+    ProjectionRunner,
+)
+from eventfold.ports.records import LOG_START, EventRecord, StreamState
+from eventfold.ports.storage import Storage
+from eventfold.serialization import EventRegistry
+
+__all__ = ["Deposited", "ProjectionContract", "Withdrawn"]
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Deposited:
+    """Money paid into an account."""
+
+    account: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class Withdrawn:
+    """Money taken out of an account."""
+
+    account: str
+    amount: int
+
+
+class Balances(Projection):
+    """Balances per account, as JSON documents."""
+
+    name: ClassVar[str] = "balances"
+    collection: ClassVar[str] = "balances"
+    fail_on_amount: int | None = None
+
+    async def apply_Deposited(self, event: Deposited, context: ProjectionContext) -> None:  # noqa: N802
+        if event.amount == self.fail_on_amount:
+            msg = f"cannot handle amount {event.amount}"
+            raise ValueError(msg)
+        await _add(context, self.collection, event.account, event.amount)
+
+    async def apply_Withdrawn(self, event: Withdrawn, context: ProjectionContext) -> None:  # noqa: N802
+        await _add(context, self.collection, event.account, -event.amount)
+
+    async def reset(self, context: ProjectionContext) -> None:
+        for key in ("a", "b", "c"):
+            record = await context.session.load_document(self.collection, key)
+            if record is not None:
+                await context.session.delete_document(
+                    self.collection, key, expected_version=record.version
+                )
+
+
+class DepositCount(Balances):
+    """Counts deposits per account in another collection (a second, independent projection)."""
+
+    name: ClassVar[str] = "deposit-count"
+    collection: ClassVar[str] = "deposit_count"
+
+    async def apply_Deposited(self, event: Deposited, context: ProjectionContext) -> None:  # noqa: N802
+        await _add(context, self.collection, event.account, 1)
+
+    async def apply_Withdrawn(self, event: Withdrawn, context: ProjectionContext) -> None:  # noqa: N802
+        return None
+
+
+async def _add(context: ProjectionContext, collection: str, key: str, amount: int) -> None:
+    record = await context.session.load_document(collection, key)
+    current = int(record.data) if record is not None else 0
+    await context.session.save_document(
+        collection, key, str(current + amount), expected_version=record.version if record else 0
+    )
+
+
+def _registry() -> EventRegistry:
+    return EventRegistry([Deposited, Withdrawn])
+
+
+async def _append(storage: Storage, registry: EventRegistry, *events: object) -> None:
+    async with storage.transaction() as session:
+        for event in events:
+            encoded = registry.encode(event)
+            record = EventRecord(
+                event_id=uuid.uuid4(),
+                type_name=encoded.type_name,
+                schema_version=encoded.schema_version,
+                data=encoded.data,
+                occurred_at=T0,
+            )
+            account = getattr(event, "account", "x")
+            await session.append(f"account-{account}", [record], expected_version=StreamState.ANY)
+
+
+async def _balance(storage: Storage, key: str, collection: str = "balances") -> int | None:
+    async with storage.transaction() as session:
+        record = await session.load_document(collection, key)
+    return int(record.data) if record is not None else None
+
+
+class ProjectionContract:
+    """Behaviour every storage must show under a projection runner."""
+
+    storage: Any
+
+    async def test_catch_up_applies_every_event_once_and_saves_the_checkpoint(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        await _append(storage, registry, Deposited("a", 10), Deposited("a", 5), Withdrawn("a", 3))
+        runner = ProjectionRunner(storage, registry, [Balances()], batch_size=2)
+
+        assert await runner.catch_up("balances") == 3
+        assert await runner.catch_up("balances") == 0
+        assert await _balance(storage, "a") == 12
+
+    async def test_a_restarted_runner_continues_from_the_checkpoint(self, storage: Storage) -> None:
+        registry = _registry()
+        await _append(storage, registry, Deposited("a", 10))
+        await ProjectionRunner(storage, registry, [Balances()]).catch_up("balances")
+        await _append(storage, registry, Deposited("a", 1))
+
+        processed = await ProjectionRunner(storage, registry, [Balances()]).catch_up("balances")
+
+        assert processed == 1
+        assert await _balance(storage, "a") == 11
+
+    async def test_a_poison_event_stops_the_projection_before_it_with_a_clear_report(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        await _append(storage, registry, Deposited("a", 10), Deposited("a", 666), Deposited("a", 1))
+        poisoned = Balances()
+        poisoned.fail_on_amount = 666
+        runner = ProjectionRunner(storage, registry, [poisoned], batch_size=1)
+
+        await runner.process_batch("balances")
+        with pytest.raises(ProjectionFailedError) as failure:
+            await runner.process_batch("balances")
+
+        assert failure.value.type_name == "Deposited"
+        assert "666" in str(failure.value)
+        assert failure.value.position.position > 0
+        async with storage.transaction() as session:
+            checkpoint = await session.load_checkpoint("balances")
+            first = (await session.read_log(after=LOG_START, limit=1))[0]
+        assert checkpoint == first.log_position
+        assert await _balance(storage, "a") == 10
+
+    async def test_a_failing_batch_leaves_no_partial_read_model_changes(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        await _append(storage, registry, Deposited("b", 7), Deposited("a", 666))
+        poisoned = Balances()
+        poisoned.fail_on_amount = 666
+        runner = ProjectionRunner(storage, registry, [poisoned], batch_size=10)
+
+        with pytest.raises(ProjectionFailedError):
+            await runner.process_batch("balances")
+
+        assert await _balance(storage, "b") is None
+
+    async def test_a_failing_projection_does_not_stop_the_others(self, storage: Storage) -> None:
+        registry = _registry()
+        await _append(storage, registry, Deposited("a", 666), Deposited("a", 2))
+        poisoned = Balances()
+        poisoned.fail_on_amount = 666
+        runner = ProjectionRunner(storage, registry, [poisoned, DepositCount()], max_idle_wait=0.05)
+
+        task = asyncio.create_task(runner.run())
+        await _wait_until(lambda: runner.status("balances").state == "failed")
+        await _wait_for_balance(storage, "a", 2, "deposit_count")
+        runner.stop()
+        await asyncio.wait_for(task, 5)
+
+        failure = runner.status("balances").failure
+        assert failure is not None
+        assert failure.type_name == "Deposited"
+        assert runner.status("deposit-count").state == "stopped"
+
+    async def test_the_live_runner_picks_up_events_appended_after_it_started(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        runner = ProjectionRunner(storage, registry, [Balances()], max_idle_wait=0.05)
+        task = asyncio.create_task(runner.run())
+        await asyncio.sleep(0.1)
+
+        await _append(storage, registry, Deposited("c", 4))
+        await _wait_for_balance(storage, "c", 4)
+        runner.stop()
+        await asyncio.wait_for(task, 5)
+
+    async def test_rebuild_replays_everything_and_reports_progress(self, storage: Storage) -> None:
+        registry = _registry()
+        await _append(storage, registry, *[Deposited("a", 1) for _ in range(7)])
+        runner = ProjectionRunner(storage, registry, [Balances()], batch_size=3)
+        await runner.catch_up("balances")
+        progress: list[tuple[int, int]] = []
+
+        replayed = await runner.rebuild(
+            "balances", on_progress=lambda done, total: progress.append((done, total))
+        )
+
+        assert replayed == 7
+        assert progress == [(3, 7), (6, 7), (7, 7)]
+        assert await _balance(storage, "a") == 7
+        assert await runner.catch_up("balances") == 0
+
+    async def test_lag_reports_events_and_seconds_behind_the_head(self, storage: Storage) -> None:
+        registry = _registry()
+        await _append(storage, registry, Deposited("a", 1), Deposited("a", 2))
+        now = T0 + timedelta(seconds=30)
+        runner = ProjectionRunner(storage, registry, [Balances()], batch_size=1, clock=lambda: now)
+
+        before = await runner.lag("balances")
+        await runner.process_batch("balances")
+        middle = await runner.lag("balances")
+        await runner.catch_up("balances")
+        after = await runner.lag("balances")
+
+        assert (before.events_behind, before.seconds_behind) == (2, 30.0)
+        assert middle.events_behind == 1
+        assert (after.events_behind, after.seconds_behind) == (0, 0.0)
+
+
+async def _wait_until(condition: Any, seconds: float = 5.0) -> None:
+    async with asyncio.timeout(seconds):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def _wait_for_balance(
+    storage: Storage, key: str, expected: int, collection: str = "balances"
+) -> None:
+    async with asyncio.timeout(5):
+        while await _balance(storage, key, collection) != expected:
+            await asyncio.sleep(0.02)
