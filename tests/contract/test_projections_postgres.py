@@ -1,0 +1,13 @@
+"""The projection contract on the postgres storage."""
+
+from typing import Any
+
+import pytest
+
+from eventfold.testing.contracts.projections import ProjectionContract
+
+
+class TestPostgresProjections(ProjectionContract):
+    @pytest.fixture
+    def storage(self, postgres_storage: Any) -> Any:
+        return postgres_storage
