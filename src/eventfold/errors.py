@@ -13,7 +13,8 @@ never has to catch an asyncpg, aiosqlite, redis or aio-pika exception.
     ├── ConfigurationError               wiring mistakes, found at registration or first use
     │   ├── MissingEventHandlerError     an aggregate cannot apply an event
     │   ├── HandlerNotFoundError         no handler for a request type
-    │   └── DuplicateHandlerError        two handlers for one request type
+    │   ├── DuplicateHandlerError        two handlers for one request type
+    │   └── RegistrationError            no persistence handler for a type (or all declined)
     ├── SerializationError
     │   ├── UnknownEventTypeError        a stored type name no class is registered for
     │   └── EventDecodeError             a payload does not fit its class (type, version, field)
@@ -67,6 +68,7 @@ __all__ = [
     "PersistenceError",
     "PublishError",
     "QueryError",
+    "RegistrationError",
     "RuleViolationError",
     "SchemaMissingError",
     "SerializationError",
@@ -91,6 +93,21 @@ class DuplicateHandlerError(ConfigurationError):
     def __init__(self, request_type: type) -> None:
         super().__init__(f"{request_type.__qualname__} already has a handler; a request has one")
         self.request_type = request_type
+
+
+class RegistrationError(ConfigurationError):
+    """No persistence handler of a kind is registered for a type, or every one declined."""
+
+    def __init__(self, entity_type: type, kind: str, *, declined: bool = False) -> None:
+        name = entity_type.__qualname__
+        if declined:
+            message = f"every {kind} handler registered for {name} declined"
+        else:
+            message = f"no {kind} handler is registered for {name}"
+        super().__init__(message)
+        self.entity_type = entity_type
+        self.kind = kind
+        self.declined = declined
 
 
 class SerializationError(EventfoldError):
