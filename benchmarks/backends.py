@@ -18,7 +18,7 @@ from benchmarks.raw import RawPostgres, RawSqlite, remove_database_files
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 # Used only until the eventfold SQLite adapter can be asked; replaced by what it reports.
-_FALLBACK_SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "1"}
+_FALLBACK_SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "2"}
 
 
 @dataclass

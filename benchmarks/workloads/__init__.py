@@ -21,8 +21,17 @@ class Workload:
 
 def all_workloads() -> list[Workload]:
     """Every workload (imported lazily so ``--help`` stays fast)."""
-    from benchmarks.workloads import mediator  # noqa: PLC0415 - keeps --help fast
+    from benchmarks.workloads import (  # noqa: PLC0415 - keeps --help fast
+        appends,
+        concurrent,
+        log,
+        mediator,
+    )
 
     return [
+        Workload("append1", "2. append 1 event/tx, long stream", True, appends.run_one),
+        Workload("append10", "3. append 10 events/tx", True, appends.run_ten),
+        Workload("log", "5. read global log, decoded", True, log.run),
+        Workload("concurrent", "6. 8 concurrent writers + reader", True, concurrent.run),
         Workload("mediator", "8. mediator overhead, 4 behaviours", False, mediator.run),
     ]

@@ -1,0 +1,137 @@
+"""What several workloads share: building records on both sides, seeding, timing a trial."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from benchmarks.backends import Backend
+from benchmarks.harness import Context, Row, alternate, median
+from benchmarks.model import ADAPTERS, AccountOpened, deposit, make_registry
+from benchmarks.raw import DATA, TYPE_NAME, EventRow
+from eventfold import EventRegistry, StreamState
+from eventfold.ports.records import EventRecord
+
+REGISTRY = make_registry()
+
+
+def now() -> datetime:
+    """The current time, timezone-aware."""
+    return datetime.now(UTC)
+
+
+def ef_record(registry: EventRegistry, event: object, at: datetime) -> EventRecord:
+    """What an eventfold user hands to ``session.append``: the event encoded by the registry."""
+    encoded = registry.encode(event)
+    return EventRecord(uuid.uuid4(), encoded.type_name, encoded.schema_version, encoded.data, at)
+
+
+def raw_row(stream_id: str, version: int, event: object, at: datetime) -> EventRow:
+    """The same event as a raw row, encoded with the same pydantic adapter."""
+    name = type(event).__name__
+    data = ADAPTERS[name].dump_json(event).decode()
+    return (stream_id, version, uuid.uuid4(), name, 1, data, at)
+
+
+def raw_decode(row: Any) -> object:
+    """Decode a fetched row's payload with the same pydantic adapter eventfold uses."""
+    return ADAPTERS[row[TYPE_NAME]].validate_json(row[DATA])
+
+
+def history(account_id: str, count: int) -> list[object]:
+    """An account's events: opened, then ``count - 1`` deposits."""
+    events: list[object] = [AccountOpened(account_id, "Ada", "EUR")]
+    events += [deposit(account_id, i) for i in range(1, count)]
+    return events
+
+
+async def seed_eventfold(
+    storage: Any, streams: Sequence[tuple[str, list[object]]], batch: int = 1000
+) -> None:
+    """Append each stream's events in transactions of ``batch`` (not timed)."""
+    at = now()
+    for stream_id, events in streams:
+        version = 0
+        for start in range(0, len(events), batch):
+            chunk = [ef_record(REGISTRY, e, at) for e in events[start : start + batch]]
+            async with storage.transaction() as session:
+                expected = version if version else StreamState.NO_STREAM
+                version = await session.append(stream_id, chunk, expected_version=expected)
+
+
+async def seed_raw(
+    store: Any, streams: Sequence[tuple[str, list[object]]], batch: int = 1000
+) -> None:
+    """The same streams through the raw driver (not timed)."""
+    at = now()
+    for stream_id, events in streams:
+        for start in range(0, len(events), batch):
+            chunk = [
+                raw_row(stream_id, start + i + 1, e, at)
+                for i, e in enumerate(events[start : start + batch])
+            ]
+            await store.append(stream_id, chunk, start)
+
+
+def interleaved_streams(prefix: str, streams: int, total: int) -> list[tuple[str, list[object]]]:
+    """``total`` events spread over ``streams`` accounts."""
+    per = max(1, total // streams)
+    return [(f"{prefix}-{i}", history(f"{prefix}-{i}", per)) for i in range(streams)]
+
+
+async def timed(body: Callable[[], Awaitable[Any]]) -> float:
+    """Seconds ``body`` takes."""
+    started = time.perf_counter()
+    await body()
+    return time.perf_counter() - started
+
+
+async def throughput_pair(
+    context: Context,
+    backend: Backend,
+    ef_trial: Callable[[Any], Awaitable[float]],
+    raw_trial: Callable[[Any], Awaitable[float]],
+) -> tuple[list[float], list[float]]:
+    """Run both trials ``repeat`` times, each on fresh tables."""
+
+    async def eventfold() -> float:
+        async with backend.eventfold() as storage:
+            return await ef_trial(storage)
+
+    async def raw() -> float:
+        async with backend.raw() as store:
+            return await raw_trial(store)
+
+    return await alternate(eventfold, raw, context.repeat)
+
+
+def row(
+    workload: str,
+    backend: Backend,
+    metric: str,
+    unit: str,
+    values: tuple[list[float], list[float]],
+    *,
+    higher_is_better: bool = True,
+    target: str = "",
+    target_ratio: float | None = None,
+    note: str = "",
+) -> Row:
+    """A table row from both sides' samples (medians)."""
+    ef_values, raw_values = values
+    return Row(
+        workload=workload,
+        backend=backend.name,
+        metric=metric,
+        unit=unit,
+        higher_is_better=higher_is_better,
+        eventfold=median(ef_values),
+        raw=median(raw_values),
+        target=target,
+        target_ratio=target_ratio,
+        note=note,
+        samples={"eventfold": ef_values, "raw": raw_values},
+    )

@@ -1,0 +1,81 @@
+"""5. Reading the global log from the start, decoded into event objects.
+
+eventfold: ``session.read_log(after=..., limit=1000)`` page by page (one transaction per
+page), each record decoded by ``EventRegistry.decode``. raw: ``WHERE position > $1 ORDER
+BY position LIMIT 1000`` per page, each payload decoded by the same pydantic
+``TypeAdapter.validate_json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.backends import Backend
+from benchmarks.harness import Context, Row
+from benchmarks.workloads.common import (
+    REGISTRY,
+    interleaved_streams,
+    raw_decode,
+    row,
+    seed_eventfold,
+    seed_raw,
+    throughput_pair,
+    timed,
+)
+from eventfold import LOG_START
+
+PAGE = 1000
+
+
+async def run(context: Context, backend: Backend) -> list[Row]:
+    """Workload 5."""
+    total = context.n(20_000, 2000)
+    streams = interleaved_streams("log", 100, total)
+    total = sum(len(events) for _, events in streams)
+
+    async def eventfold(storage: Any) -> float:
+        await seed_eventfold(storage, streams)
+        decode = REGISTRY.decode
+
+        async def body() -> None:
+            position, seen = LOG_START, 0
+            while True:
+                async with storage.transaction() as session:
+                    records = await session.read_log(after=position, limit=PAGE)
+                if not records:
+                    break
+                events = [decode(r.type_name, r.schema_version, r.data) for r in records]
+                seen += len(events)
+                position = records[-1].log_position
+            assert seen == total, (seen, total)
+
+        return total / await timed(body)
+
+    async def raw(store: Any) -> float:
+        await seed_raw(store, streams)
+
+        async def body() -> None:
+            last, seen = 0, 0
+            while True:
+                rows = await store.read_log(last, PAGE)
+                if not rows:
+                    break
+                events = [raw_decode(r) for r in rows]
+                seen += len(events)
+                last = rows[-1][0]
+            assert seen == total, (seen, total)
+
+        return total / await timed(body)
+
+    values = await throughput_pair(context, backend, eventfold, raw)
+    return [
+        row(
+            "5. read global log, decoded",
+            backend,
+            f"{total} events, pages of {PAGE}",
+            "events/s",
+            values,
+            target="≥0.8x raw",
+            target_ratio=0.8,
+        )
+    ]
