@@ -1,0 +1,58 @@
+"""Imports point one way, and the domain imports nothing from infrastructure."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import eventfold
+
+DOMAIN = Path(eventfold.__file__).parent / "domain"
+# The standard library is fine for a pure model, except logging: a domain that logs has
+# taken on an infrastructure concern (STYLE habit 2).
+ALLOWED_STDLIB = set(sys.stdlib_module_names) - {"logging"}
+
+
+def _imported_modules(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def _allowed(module: str) -> bool:
+    top = module.split(".", maxsplit=1)[0]
+    return (
+        top in ALLOWED_STDLIB
+        or module == "eventfold.domain"
+        or module.startswith("eventfold.domain.")
+    )
+
+
+def test_the_domain_imports_only_the_standard_library_and_itself() -> None:
+    offending = [
+        f"{path.relative_to(DOMAIN.parent)}:{line} imports {module}"
+        for path in sorted(DOMAIN.rglob("*.py"))
+        for line, module in _imported_modules(path)
+        if not _allowed(module)
+    ]
+    assert not offending, "the domain must stay pure:\n" + "\n".join(offending)
+
+
+def test_the_import_linter_contracts_hold() -> None:
+    lint_imports = Path(sys.executable).parent / "lint-imports"
+    project = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [str(lint_imports), "--no-cache"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
