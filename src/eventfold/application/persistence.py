@@ -1,0 +1,274 @@
+"""The persistence model: how each aggregate type is kept, event-sourced or as state.
+
+Register every type once, at start-up::
+
+    model = PersistenceModel()
+    model.event_sourced(Order, snapshot_every=100, state_version=2)
+    model.state_stored(Customer)                      # a JSON document per customer
+    model.state_stored(Invoice, table=invoice_rows)   # the user's own SQLAlchemy table
+
+A class decorated with :func:`non_event_sourced` is registered as state-stored by
+:meth:`PersistenceModel.register`; any other :class:`AggregateRoot` as event-sourced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
+
+# pydantic reads TypedDicts from typing_extensions before Python 3.12 (a pydantic dependency).
+from typing_extensions import TypedDict
+
+from eventfold.domain.aggregate import AggregateRoot
+from eventfold.domain.entity import Entity
+from eventfold.errors import ConfigurationError
+from eventfold.serialization import JsonCodec
+
+if TYPE_CHECKING:
+    from sqlalchemy import Table
+
+__all__ = [
+    "EventSourcedModel",
+    "PersistenceModel",
+    "SnapshotPolicy",
+    "StateStoredModel",
+    "TableMapping",
+    "is_state_stored",
+    "non_event_sourced",
+]
+
+T = TypeVar("T", bound=type)
+
+_STATE_STORED_MARK = "__eventfold_state_stored__"
+
+
+def non_event_sourced(cls: T) -> T:
+    """Mark an entity or aggregate type as state-stored: its events are published, not kept."""
+    setattr(cls, _STATE_STORED_MARK, True)
+    return cls
+
+
+def is_state_stored(cls: type) -> bool:
+    """Whether ``cls`` (or a base class) was marked with :func:`non_event_sourced`."""
+    return bool(getattr(cls, _STATE_STORED_MARK, False))
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotPolicy:
+    """Take a snapshot each time a stream's version crosses a multiple of ``every``."""
+
+    every: int
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            msg = f"snapshots are taken every 1 or more events, got {self.every}"
+            raise ConfigurationError(msg)
+
+    def is_due(self, previous_version: int, new_version: int) -> bool:
+        """Whether a save from ``previous_version`` to ``new_version`` calls for a snapshot."""
+        # Crossing a multiple, not landing on one: a save of several events may jump over it.
+        return new_version // self.every > previous_version // self.every
+
+
+@dataclass(frozen=True, slots=True)
+class EventSourcedModel:
+    """An event-sourced aggregate type: its stream names, state codec and snapshot policy."""
+
+    aggregate_type: type[AggregateRoot[Any, Any]]
+    name: str
+    state_name: str
+    state_version: int
+    state_codec: JsonCodec
+    snapshots: SnapshotPolicy | None
+
+    def stream_id(self, aggregate_id: object) -> str:
+        """The stream an aggregate's events live in: ``<name>-<id>``."""
+        return f"{self.name}-{aggregate_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class TableMapping:
+    """A user's own SQLAlchemy table for a state-stored type, and how rows map to entities.
+
+    ``to_row`` gives the column values of an entity (without the version column);
+    ``from_row`` builds the entity from a row's values keyed by column name.
+    """
+
+    table: Table
+    to_row: Callable[[Any], Mapping[str, Any]]
+    from_row: Callable[[Mapping[str, Any]], Any]
+    key_column: str = "id"
+    version_column: str = "version"
+
+
+@dataclass(frozen=True, slots=True)
+class StateStoredModel:
+    """A state-stored type: kept as a JSON document, or as a row of a user's table."""
+
+    entity_type: type[Entity[Any]]
+    name: str
+    dump: Callable[[Any], str]
+    load: Callable[[Any, str], Any]
+    table: TableMapping | None = None
+
+
+Model = EventSourcedModel | StateStoredModel
+
+
+class PersistenceModel:
+    """Which aggregate types are event-sourced and which are state-stored, and how."""
+
+    def __init__(self) -> None:
+        self._models: dict[type, Model] = {}
+        self._names: dict[str, type] = {}
+
+    def event_sourced(
+        self,
+        aggregate_type: type[AggregateRoot[Any, Any]],
+        *,
+        name: str | None = None,
+        snapshot_every: int | None = None,
+        state_version: int = 1,
+    ) -> EventSourcedModel:
+        """Keep ``aggregate_type`` as a stream of events, snapshotted every N if asked."""
+        if not (isinstance(aggregate_type, type) and issubclass(aggregate_type, AggregateRoot)):
+            msg = (
+                f"{_name_of(aggregate_type)} is not an AggregateRoot: only those are event-sourced"
+            )
+            raise ConfigurationError(msg)
+        if is_state_stored(aggregate_type):
+            msg = f"{aggregate_type.__qualname__} is marked @non_event_sourced"
+            raise ConfigurationError(msg)
+        if state_version < 1:
+            msg = f"state schema version must be 1 or more, got {state_version}"
+            raise ConfigurationError(msg)
+        state_type = aggregate_type.state_type()
+        model = EventSourcedModel(
+            aggregate_type=aggregate_type,
+            name=name or aggregate_type.__name__,
+            state_name=_name_of(state_type),
+            state_version=state_version,
+            state_codec=JsonCodec(state_type),
+            snapshots=None if snapshot_every is None else SnapshotPolicy(snapshot_every),
+        )
+        self._add(aggregate_type, model)
+        return model
+
+    def state_stored(
+        self,
+        entity_type: type[Entity[Any]],
+        *,
+        name: str | None = None,
+        table: TableMapping | None = None,
+        dump: Callable[[Any], str] | None = None,
+        load: Callable[[Any, str], Any] | None = None,
+    ) -> StateStoredModel:
+        """Keep ``entity_type`` as its current state; its events go to the outbox only."""
+        if not (isinstance(entity_type, type) and issubclass(entity_type, Entity)):
+            msg = f"{_name_of(entity_type)} is not an Entity: only entities are state-stored"
+            raise ConfigurationError(msg)
+        if (dump is None) != (load is None):
+            msg = f"give both dump and load for {entity_type.__qualname__}, or neither"
+            raise ConfigurationError(msg)
+        if dump is None or load is None:
+            # A row of the user's table is mapped by the table mapping, not by JSON.
+            dump, load = _no_codec(entity_type) if table else _default_codec(entity_type)
+        model = StateStoredModel(entity_type, name or entity_type.__name__, dump, load, table)
+        self._add(entity_type, model)
+        return model
+
+    def register(self, cls: type[Entity[Any]]) -> Model:
+        """Register as declared: state-stored if marked @non_event_sourced, else event-sourced."""
+        if is_state_stored(cls) or not issubclass(cls, AggregateRoot):
+            return self.state_stored(cls)
+        return self.event_sourced(cls)
+
+    def model_for(self, cls: type) -> Model:
+        """How ``cls`` is kept; :class:`ConfigurationError` when it was never registered."""
+        try:
+            return self._models[cls]
+        except KeyError:
+            msg = (
+                f"{cls.__qualname__} has no persistence model: register it with "
+                f"PersistenceModel.event_sourced() or .state_stored()"
+            )
+            raise ConfigurationError(msg) from None
+
+    def _add(self, cls: type, model: Model) -> None:
+        if cls in self._models:
+            msg = f"{cls.__qualname__} is already registered"
+            raise ConfigurationError(msg)
+        taken = self._names.get(model.name)
+        if taken is not None:
+            msg = f"the name {model.name!r} is taken by {taken.__qualname__}"
+            raise ConfigurationError(msg)
+        self._models[cls] = model
+        self._names[model.name] = cls
+
+
+def _name_of(cls: object) -> str:
+    return str(getattr(cls, "__qualname__", cls))
+
+
+def _no_codec(
+    entity_type: type[Entity[Any]],
+) -> tuple[Callable[[Any], str], Callable[[Any, str], Any]]:
+    def refuse(*_: Any) -> Any:
+        msg = f"{entity_type.__qualname__} is kept in a table: it has no JSON form"
+        raise ConfigurationError(msg)
+
+    return refuse, refuse
+
+
+def _default_codec(
+    entity_type: type[Entity[Any]],
+) -> tuple[Callable[[Any], str], Callable[[Any, str], Any]]:
+    """How a state-stored type becomes JSON and back, unless the user says otherwise."""
+    if issubclass(entity_type, AggregateRoot):
+        return _aggregate_state_codec(entity_type)
+    return _annotated_fields_codec(entity_type)
+
+
+def _aggregate_state_codec(
+    aggregate_type: type[AggregateRoot[Any, Any]],
+) -> tuple[Callable[[Any], str], Callable[[Any, str], Any]]:
+    codec = JsonCodec(aggregate_type.state_type())
+
+    def dump(aggregate: Any) -> str:
+        return codec.encode(aggregate.state)
+
+    def load(aggregate_id: Any, data: str) -> Any:
+        return aggregate_type.rehydrate(aggregate_id, (), state=codec.decode(data))
+
+    return dump, load
+
+
+def _annotated_fields_codec(
+    entity_type: type[Entity[Any]],
+) -> tuple[Callable[[Any], str], Callable[[Any, str], Any]]:
+    # A plain entity is stored as the public attributes its class annotates.
+    hints = {
+        field: hint
+        for field, hint in get_type_hints(entity_type).items()
+        if not field.startswith("_")
+    }
+    if not hints:
+        msg = (
+            f"{entity_type.__qualname__} annotates no public attributes: annotate them "
+            f"or pass dump= and load= to state_stored()"
+        )
+        raise ConfigurationError(msg)
+    fields_type = TypedDict(f"{entity_type.__name__}Fields", hints)  # type: ignore[misc]
+    codec = JsonCodec(fields_type, entity_type.__qualname__)
+
+    def dump(entity: Any) -> str:
+        return codec.encode({field: getattr(entity, field) for field in hints})
+
+    def load(entity_id: Any, data: str) -> Any:
+        entity = entity_type.__new__(entity_type)
+        Entity.__init__(entity, entity_id)
+        entity.__dict__.update(codec.decode(data))
+        return entity
+
+    return dump, load

@@ -1,0 +1,394 @@
+"""The unit of work: one transaction per command, events published only after it committed.
+
+On commit, in ONE transaction: state rows of state-stored aggregates, events appended to
+the streams of event-sourced ones (at the version they were loaded at), snapshots as their
+policy asks, and one outbox row per recorded event of both kinds. Only then are the events
+handed to in-process handlers; a failed commit publishes nothing and leaves nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+from eventfold.application.mediator import Next, RequestContext
+from eventfold.application.persistence import EventSourcedModel, PersistenceModel
+from eventfold.application.repositories import (
+    Change,
+    DeciderRepository,
+    EventSourcedRepository,
+    Repository,
+    StateStoredRepository,
+)
+from eventfold.application.results import OperationResult
+from eventfold.domain.aggregate import AggregateRoot
+from eventfold.domain.decider import Decider
+from eventfold.domain.entity import Entity
+from eventfold.errors import ConfigurationError
+from eventfold.ports import EventRecord, OutboxMessage, Storage, StorageSession, StoredEvent
+from eventfold.serialization import EventRegistry
+
+__all__ = [
+    "CommitBatch",
+    "DataSource",
+    "DataSources",
+    "TransactionBehavior",
+    "UnitOfWork",
+    "create_tables",
+    "utc_now",
+]
+
+A = TypeVar("A", bound=AggregateRoot[Any, Any])
+T = TypeVar("T", bound=Entity[Any])
+C = TypeVar("C")
+S = TypeVar("S")
+E = TypeVar("E")
+
+Publish = Callable[[object], Awaitable[object]]
+Clock = Callable[[], datetime]
+IdFactory = Callable[[], UUID]
+
+
+def utc_now() -> datetime:
+    """The current time in UTC (the default clock)."""
+    return datetime.now(UTC)
+
+
+class _Rollback(Exception):  # noqa: N818 - a signal handed to the transaction, not an error
+    """Thrown into the storage transaction to make it roll back."""
+
+
+class CommitBatch:
+    """What one commit writes: encodes each event once, for its stream and its outbox row."""
+
+    __slots__ = ("_uow", "now", "outbox", "published", "session")
+
+    def __init__(self, uow: UnitOfWork, session: StorageSession, now: datetime) -> None:
+        self._uow = uow
+        self.session = session
+        self.now = now
+        self.outbox: list[OutboxMessage] = []
+        self.published: list[object] = []
+
+    def records(
+        self, events: Sequence[object], aggregate_type: str, aggregate_id: str
+    ) -> list[EventRecord]:
+        """Event records for ``events``; their outbox messages are added to the batch."""
+        uow = self._uow
+        encode = uow.events.encode
+        new_id = uow.new_id
+        now = self.now
+        correlation_id, causation_id, actor = uow.correlation_id, uow.causation_id, uow.actor
+        records: list[EventRecord] = []
+        for event in events:
+            encoded = encode(event)
+            event_id = new_id()
+            records.append(
+                EventRecord(
+                    event_id,
+                    encoded.type_name,
+                    encoded.schema_version,
+                    encoded.data,
+                    now,
+                    correlation_id,
+                    causation_id,
+                    actor,
+                )
+            )
+            self.outbox.append(
+                OutboxMessage(
+                    event_id,
+                    encoded.type_name,
+                    encoded.schema_version,
+                    aggregate_type,
+                    aggregate_id,
+                    encoded.data,
+                    now,
+                    correlation_id,
+                    causation_id,
+                    actor,
+                )
+            )
+        self.published.extend(events)
+        return records
+
+
+class UnitOfWork:
+    """Tracks what its repositories loaded or added; commits it all in one transaction."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        model: PersistenceModel,
+        events: EventRegistry,
+        *,
+        publish: Publish | None = None,
+        clock: Clock = utc_now,
+        new_id: IdFactory = uuid4,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        actor: str | None = None,
+    ) -> None:
+        self.storage = storage
+        self.model = model
+        self.events = events
+        self.clock = clock
+        self.new_id = new_id
+        self.correlation_id = correlation_id
+        self.causation_id = causation_id
+        self.actor = actor
+        self._publish = publish
+        self._transaction: AbstractAsyncContextManager[StorageSession] | None = None
+        self._session: StorageSession | None = None
+        self._changes: dict[tuple[type, object], tuple[Entity[Any], Change]] = {}
+        self._staged: list[Change] = []
+        self._repositories: dict[type, object] = {}
+        self._finished = False
+
+    @staticmethod
+    def of(context: RequestContext) -> UnitOfWork:
+        """The unit of work :class:`TransactionBehavior` opened for this request."""
+        uow = context.unit_of_work
+        if not isinstance(uow, UnitOfWork):
+            msg = "no unit of work for this request: add a TransactionBehavior to the mediator"
+            raise ConfigurationError(msg)
+        return uow
+
+    # -- repositories ------------------------------------------------------------------
+
+    def repository(self, entity_type: type[T]) -> Repository[T]:
+        """The repository of ``entity_type``, as its persistence model says it is kept."""
+        repository = self._repositories.get(entity_type)
+        if repository is None:
+            model = self.model.model_for(entity_type)
+            if isinstance(model, EventSourcedModel):
+                repository = EventSourcedRepository[Any](self, model)
+            else:
+                repository = StateStoredRepository[Any](self, model)
+            self._repositories[entity_type] = repository
+        return repository  # type: ignore[return-value]
+
+    def event_sourced(self, aggregate_type: type[A]) -> EventSourcedRepository[A]:
+        """The repository of an event-sourced type (with temporal reads)."""
+        repository = self.repository(aggregate_type)
+        if not isinstance(repository, EventSourcedRepository):
+            msg = f"{aggregate_type.__qualname__} is not event-sourced"
+            raise ConfigurationError(msg)
+        return repository
+
+    def state_stored(self, entity_type: type[T]) -> StateStoredRepository[T]:
+        """The repository of a state-stored type (with ``remove``)."""
+        repository = self.repository(entity_type)
+        if not isinstance(repository, StateStoredRepository):
+            msg = f"{entity_type.__qualname__} is not state-stored"
+            raise ConfigurationError(msg)
+        return repository
+
+    def decider(self, decider: Decider[C, S, E], name: str) -> DeciderRepository[C, S, E]:
+        """Run ``decider`` on the streams ``<name>-<id>`` in this unit of work."""
+        return DeciderRepository(self, decider, name)
+
+    # -- what repositories call --------------------------------------------------------
+
+    async def session(self) -> StorageSession:
+        """The open transaction, begun on first use."""
+        if self._session is None:
+            if self._finished:
+                msg = "this unit of work has finished: open a new one per command"
+                raise ConfigurationError(msg)
+            self._transaction = self.storage.transaction()
+            self._session = await self._transaction.__aenter__()
+        return self._session
+
+    def tracked(self, entity_type: type, entity_id: object) -> Entity[Any] | None:
+        """The instance this unit of work already holds for that id, if any."""
+        found = self._changes.get((entity_type, entity_id))
+        return None if found is None else found[0]
+
+    def track(self, entity: Entity[Any], change: Change) -> None:
+        """Save ``entity`` (as ``change`` says) on commit."""
+        self._changes[type(entity), entity.id] = (entity, change)
+
+    def change_of(self, entity: Entity[Any]) -> Change | None:
+        """The change tracked for ``entity``."""
+        found = self._changes.get((type(entity), entity.id))
+        return None if found is None else found[1]
+
+    def stage(self, change: Change) -> None:
+        """Write ``change`` on commit (for changes with no entity, such as a decision)."""
+        self._staged.append(change)
+
+    def decode(self, stored: Sequence[StoredEvent]) -> list[object]:
+        """Domain events from stored ones, old payloads upcast first."""
+        decode = self.events.decode
+        return [decode(e.type_name, e.schema_version, e.data) for e in stored]
+
+    # -- commit and rollback -----------------------------------------------------------
+
+    async def commit(self) -> list[object]:
+        """Write everything in one transaction, commit, then publish; return the events."""
+        if not self._changes and not self._staged:
+            await self._end(None)
+            return []
+        batch = CommitBatch(self, await self.session(), self.clock())
+        try:
+            for _, change in self._changes.values():
+                await change.flush(batch)
+            for change in self._staged:
+                await change.flush(batch)
+            if batch.outbox:
+                await batch.session.add_to_outbox(batch.outbox)
+        except BaseException as exc:
+            await self._end(exc)
+            raise
+        await self._end(None)
+        for _, change in self._changes.values():
+            change.settle()
+        await self._dispatch(batch.published)
+        return batch.published
+
+    async def rollback(self) -> None:
+        """Discard every write; nothing is published."""
+        await self._end(_Rollback())
+
+    async def _end(self, error: BaseException | None) -> None:
+        transaction, self._transaction, self._session = self._transaction, None, None
+        self._finished = True
+        if transaction is None:
+            return
+        if error is None:
+            await transaction.__aexit__(None, None, None)
+            return
+        with suppress(_Rollback):
+            await transaction.__aexit__(type(error), error, error.__traceback__)
+
+    async def _dispatch(self, events: list[object]) -> None:
+        if self._publish is None:
+            return
+        for event in events:
+            await self._publish(event)
+
+    async def __aenter__(self) -> UnitOfWork:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Roll back what was not committed."""
+        if not self._finished:
+            await self.rollback()
+
+
+@dataclass(slots=True)
+class DataSource:
+    """A named storage with what its units of work need: the model, events and wiring."""
+
+    name: str
+    storage: Storage
+    model: PersistenceModel
+    events: EventRegistry
+    publish: Publish | None = None
+    clock: Clock = utc_now
+    new_id: IdFactory = uuid4
+
+    def unit_of_work(self, context: RequestContext | None = None) -> UnitOfWork:
+        """A new unit of work, carrying the request's correlation, causation and actor."""
+        return UnitOfWork(
+            self.storage,
+            self.model,
+            self.events,
+            publish=self.publish,
+            clock=self.clock,
+            new_id=self.new_id,
+            correlation_id=None if context is None else context.correlation_id,
+            causation_id=None if context is None else context.causation_id,
+            actor=None if context is None else context.actor,
+        )
+
+
+class DataSources:
+    """Several named data sources (``orders_db``, ``invoicing_db``), one the default.
+
+    A request class picks its source with a ``data_source`` class attribute.
+    """
+
+    def __init__(self, *sources: DataSource, default: str | None = None) -> None:
+        self._sources: dict[str, DataSource] = {}
+        for source in sources:
+            self.add(source)
+        self._default = default or (sources[0].name if sources else None)
+
+    def add(self, source: DataSource) -> None:
+        """Add a source; its name must be new."""
+        if source.name in self._sources:
+            msg = f"a data source named {source.name!r} is already registered"
+            raise ConfigurationError(msg)
+        self._sources[source.name] = source
+
+    def __getitem__(self, name: str) -> DataSource:
+        try:
+            return self._sources[name]
+        except KeyError:
+            msg = f"no data source named {name!r}; known: {sorted(self._sources)}"
+            raise ConfigurationError(msg) from None
+
+    def __iter__(self) -> Any:
+        return iter(self._sources.values())
+
+    def unit_of_work(self, context: RequestContext) -> UnitOfWork:
+        """A unit of work on the source the request names (or the default one)."""
+        name = getattr(type(context.request), "data_source", None) or self._default
+        if name is None:
+            msg = "no data source is registered"
+            raise ConfigurationError(msg)
+        return self[name].unit_of_work(context)
+
+
+class TransactionBehavior:
+    """Opens a unit of work per request; commits on success, else rolls back; then publishes.
+
+    Handlers find it on ``context.unit_of_work`` (or ``UnitOfWork.of(context)``) and never
+    commit themselves.
+    """
+
+    def __init__(self, unit_of_work: Callable[[RequestContext], UnitOfWork]) -> None:
+        self._unit_of_work = unit_of_work
+
+    async def __call__(
+        self,
+        request: object,
+        context: RequestContext,
+        next: Next,  # noqa: A002 - the pipeline's word
+    ) -> OperationResult[Any]:
+        """Run the rest of the pipeline inside a unit of work."""
+        uow = self._unit_of_work(context)
+        context.unit_of_work = uow
+        try:
+            result = await next(request, context)
+        except BaseException:
+            await uow.rollback()
+            raise
+        if result.is_success:
+            await uow.commit()
+        else:
+            await uow.rollback()
+        return result
+
+
+async def create_tables(*sources: Storage | DataSource | DataSources) -> None:
+    """Create eventfold's tables in every given storage if missing (idempotent)."""
+    for source in sources:
+        if isinstance(source, DataSources):
+            await create_tables(*source)
+        elif isinstance(source, DataSource):
+            await source.storage.create_schema()
+        else:
+            await source.create_schema()
