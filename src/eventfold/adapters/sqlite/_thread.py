@@ -9,6 +9,7 @@ eventfold's SQLite adapter faster than the same statements issued through aiosql
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-_Work = tuple[Callable[[], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
+_Work = tuple[Callable[[], Any], asyncio.Future[Any] | None, asyncio.AbstractEventLoop | None]
 
 
 class ConnectionThread:
@@ -35,6 +36,10 @@ class ConnectionThread:
         self._queue.put((work, future, loop))
         return await future
 
+    def submit(self, work: Callable[[], object]) -> None:
+        """Queue ``work`` without waiting for it; it must not raise (nothing would see it)."""
+        self._queue.put((work, None, None))
+
     async def stop(self, last: Callable[[], object]) -> None:
         """Run ``last`` (closing the connection), then end the thread."""
         try:
@@ -45,6 +50,11 @@ class ConnectionThread:
     def _serve(self) -> None:
         while (item := self._queue.get()) is not None:
             work, future, loop = item
+            if future is None or loop is None:
+                # Nobody waits for this result; an escaping error must not end the thread.
+                with contextlib.suppress(Exception):
+                    work()
+                continue
             try:
                 result = work()
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task

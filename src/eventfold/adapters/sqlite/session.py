@@ -8,6 +8,7 @@ upgrade its lock (the upgrade is where two deferred writers would deadlock).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
@@ -187,13 +188,18 @@ def _first_stored_event_id(db: Db, events: Sequence[EventRecord]) -> UUID:
 class SqliteSession:
     """One SQLite transaction; satisfies every storage port and runs a user's SQL."""
 
-    __slots__ = ("_began", "_store", "_thread", "db")
+    __slots__ = ("_began", "_store", "_thread", "_wrote", "db")
 
     def __init__(self, thread: ConnectionThread, db: Db, store: str) -> None:
         self._thread = thread
         self.db = db
         self._store = store
         self._began = False
+        self._wrote = False
+
+    async def _write(self, work: Callable[[Db], T]) -> T:
+        self._wrote = True
+        return await self._run(work)
 
     async def _run(self, work: Callable[[Db], T]) -> T:
         db = self.db
@@ -213,8 +219,14 @@ class SqliteSession:
             return
         self._began = False
         db = self.db
+        if not (commit and self._wrote):
+            # Ending a transaction that made no change, or discarding one, has nothing to
+            # make durable and nothing to report: queue it and go on. The connection's
+            # thread runs it before the next transaction's first statement.
+            self._thread.submit(lambda: _end_quietly(db))
+            return
         try:
-            await self._thread.run(lambda: _finish(db, commit=commit))
+            await self._thread.run(lambda: _finish(db))
         except sqlite3.Error as exc:
             raise translate_error(exc, self._store) from exc
 
@@ -248,7 +260,7 @@ class SqliteSession:
         self, stream_id: str, events: Sequence[EventRecord], *, expected_version: ExpectedVersion
     ) -> int:
         """Append ``events`` and return the new version; on conflict store nothing, raise."""
-        return await self._run(lambda db: _append(db, stream_id, events, expected_version))
+        return await self._write(lambda db: _append(db, stream_id, events, expected_version))
 
     # -- global log --------------------------------------------------------------------
 
@@ -307,7 +319,7 @@ class SqliteSession:
             snapshot.data,
             to_text(snapshot.taken_at),
         )
-        await self._run(lambda db: db.execute(_SAVE_SNAPSHOT, params))
+        await self._write(lambda db: db.execute(_SAVE_SNAPSHOT, params))
 
     # -- documents ---------------------------------------------------------------------
 
@@ -328,19 +340,19 @@ class SqliteSession:
         self, collection: str, key: str, data: str, *, expected_version: int
     ) -> int:
         """Insert (``expected_version=0``) or update a document; return its new version."""
-        return await self._run(
+        return await self._write(
             lambda db: _save_document(db, collection, key, data, expected_version)
         )
 
     async def delete_document(self, collection: str, key: str, *, expected_version: int) -> None:
         """Delete a document at the expected version."""
-        await self._run(lambda db: _delete_document(db, collection, key, expected_version))
+        await self._write(lambda db: _delete_document(db, collection, key, expected_version))
 
     # -- outbox ------------------------------------------------------------------------
 
     async def add_to_outbox(self, messages: Sequence[OutboxMessage]) -> None:
         """Write one outbox row per message."""
-        await self._run(lambda db: _add_to_outbox(db, messages))
+        await self._write(lambda db: _add_to_outbox(db, messages))
 
     async def read_outbox(self, *, limit: int = 100) -> list[OutboxEntry]:
         """Rows not yet published and not dead, oldest first."""
@@ -361,7 +373,7 @@ class SqliteSession:
     async def save_checkpoint(self, name: str, position: LogPosition) -> None:
         """Save the position (in the caller's transaction)."""
         params = (name, position.commit, position.position, _now())
-        await self._run(lambda db: db.execute(_SAVE_CHECKPOINT, params))
+        await self._write(lambda db: db.execute(_SAVE_CHECKPOINT, params))
 
     # -- inbox -------------------------------------------------------------------------
 
@@ -372,19 +384,19 @@ class SqliteSession:
             "VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
         )
         params = (str(event_id), handler_name, _now())
-        inserted: int = await self._run(lambda db: db.execute(sql, params).rowcount)
+        inserted: int = await self._write(lambda db: db.execute(sql, params).rowcount)
         return inserted == 1
 
     async def purge_processed(self, older_than: datetime) -> int:
         """Forget pairs processed before ``older_than``; return how many."""
         sql = "DELETE FROM eventfold_inbox WHERE processed_at < ?"
         cutoff = to_text(older_than)
-        purged: int = await self._run(lambda db: db.execute(sql, (cutoff,)).rowcount)
+        purged: int = await self._write(lambda db: db.execute(sql, (cutoff,)).rowcount)
         return purged
 
     async def run_ddl(self, statements: Sequence[str]) -> None:
         """Run schema statements in this transaction (SQLite's DDL is transactional)."""
-        await self._run(lambda db: [db.execute(statement) for statement in statements])
+        await self._write(lambda db: [db.execute(statement) for statement in statements])
 
     # -- the user's own SQL ------------------------------------------------------------
 
@@ -399,18 +411,28 @@ class SqliteSession:
             keys = [column[0] for column in cursor.description]
             return compiled.process_rows(cursor.fetchall(), keys=keys)
 
-        return await self._run(work)
+        # A user's statement may write: treat it as one, so its commit is awaited.
+        return await self._write(work)
 
 
 def _begin_then(db: Db, work: Callable[[Db], T]) -> T:
+    if db.in_transaction:
+        _end_quietly(db)  # a queued end that failed must not leak into this transaction
     db.execute("BEGIN IMMEDIATE")
     return work(db)
 
 
-def _finish(db: Db, *, commit: bool) -> None:
+def _finish(db: Db) -> None:
     # BEGIN may itself have failed (the lock was busy), leaving nothing to end.
     if db.in_transaction:
-        db.execute("COMMIT" if commit else "ROLLBACK")
+        db.execute("COMMIT")
+
+
+def _end_quietly(db: Db) -> None:
+    """Roll back whatever is open; a connection that cannot even do that fails later."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
 
 
 def _stream_version(db: Db, stream_id: str) -> int:
