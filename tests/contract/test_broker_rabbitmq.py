@@ -1,0 +1,66 @@
+"""The broker contract on RabbitMQ, plus publishing through an outage."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from eventfold.adapters.rabbitmq import RabbitMQBroker, create_rabbitmq_broker
+from eventfold.errors import BrokerUnavailableError
+from eventfold.testing.contracts.broker import BrokerContract, make_message
+from tests.conftest import RABBITMQ_URL, require_service, unique_name
+from tests.support.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.rabbitmq
+
+
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[TcpProxy]:
+    require_service("rabbitmq")
+    async with TcpProxy("127.0.0.1", 5672) as proxy:
+        yield proxy
+
+
+async def isolated_broker(url: str) -> RabbitMQBroker:
+    return create_rabbitmq_broker(url, exchange=unique_name("ef"), publish_timeout=5.0)
+
+
+class TestRabbitMQBroker(BrokerContract):
+    @pytest.fixture
+    async def broker(self) -> AsyncIterator[RabbitMQBroker]:
+        require_service("rabbitmq")
+        broker = await isolated_broker(RABBITMQ_URL)
+        yield broker
+        await broker.close()
+        await broker.destroy()
+        await broker.close()
+
+    @pytest.fixture
+    def unreachable_broker(self) -> RabbitMQBroker:
+        return create_rabbitmq_broker(f"amqp://guest:guest@127.0.0.1:{closed_port()}/")
+
+
+async def test_publishing_fails_while_the_network_is_cut_and_works_again_after(
+    proxy: TcpProxy,
+) -> None:
+    broker = await isolated_broker(f"amqp://guest:guest@127.0.0.1:{proxy.port}/")
+    try:
+        await broker.publish([make_message()])
+        await proxy.cut()
+        with pytest.raises(BrokerUnavailableError):
+            await broker.publish([make_message()])
+        await proxy.restore()
+        await broker.publish([make_message()])
+    finally:
+        await broker.close()
+        await broker.destroy()
+        await broker.close()
