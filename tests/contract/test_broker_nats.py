@@ -1,0 +1,67 @@
+"""The broker contract on NATS JetStream, plus publishing through an outage."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from eventfold.adapters.nats import NatsBroker, create_nats_broker
+from eventfold.errors import BrokerUnavailableError
+from eventfold.testing.contracts.broker import BrokerContract, make_message
+from tests.conftest import NATS_URL, require_service, unique_name
+from tests.support.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.nats
+
+
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def isolated_broker(url: str) -> NatsBroker:
+    name = unique_name("ef")
+    return create_nats_broker(url, stream=name.upper(), subject_prefix=name, publish_timeout=3.0)
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[TcpProxy]:
+    require_service("nats")
+    async with TcpProxy("127.0.0.1", 4222) as proxy:
+        yield proxy
+
+
+class TestNatsBroker(BrokerContract):
+    @pytest.fixture
+    async def broker(self) -> AsyncIterator[NatsBroker]:
+        require_service("nats")
+        broker = isolated_broker(NATS_URL)
+        yield broker
+        await broker.close()
+        await broker.destroy()
+        await broker.close()
+
+    @pytest.fixture
+    def unreachable_broker(self) -> NatsBroker:
+        return create_nats_broker(f"nats://127.0.0.1:{closed_port()}")
+
+
+async def test_publishing_fails_while_the_network_is_cut_and_works_again_after(
+    proxy: TcpProxy,
+) -> None:
+    broker = isolated_broker(f"nats://127.0.0.1:{proxy.port}")
+    try:
+        await broker.publish([make_message()])
+        await proxy.cut()
+        with pytest.raises(BrokerUnavailableError):
+            await broker.publish([make_message()])
+        await proxy.restore()
+        await broker.publish([make_message()])
+    finally:
+        await broker.close()
+        await broker.destroy()
+        await broker.close()
