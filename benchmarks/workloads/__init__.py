@@ -23,14 +23,18 @@ def all_workloads() -> list[Workload]:
     """Every workload (imported lazily so ``--help`` stays fast)."""
     from benchmarks.workloads import (  # noqa: PLC0415 - keeps --help fast
         appends,
+        commands,
         concurrent,
+        loading,
         log,
         mediator,
     )
 
     return [
+        Workload("commands", "1. create aggregate per command", True, commands.run),
         Workload("append1", "2. append 1 event/tx, long stream", True, appends.run_one),
         Workload("append10", "3. append 10 events/tx", True, appends.run_ten),
+        Workload("load", "4. load aggregate", True, loading.run),
         Workload("log", "5. read global log, decoded", True, log.run),
         Workload("concurrent", "6. 8 concurrent writers + reader", True, concurrent.run),
         Workload("mediator", "8. mediator overhead, 4 behaviours", False, mediator.run),

@@ -1,0 +1,103 @@
+"""1. Commands that each create an event-sourced aggregate with one event.
+
+eventfold: ``mediator.send(OpenAccount(...))`` through the shipped behaviours (logging,
+error mapping, validation) and the ``TransactionBehavior``; the handler adds a new
+``Account`` to its repository and the unit of work commits one transaction holding the
+event and its outbox row. raw: BEGIN; INSERT event; INSERT outbox row; COMMIT, with the
+event encoded by the same pydantic adapter.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks.backends import Backend
+from benchmarks.harness import Context, Row
+from benchmarks.model import ADAPTERS, Account, AccountOpened
+from benchmarks.workloads.common import REGISTRY, now, row, throughput_pair, timed
+from eventfold import (
+    CommandHandler,
+    DataSource,
+    Mediator,
+    OperationResult,
+    PersistenceModel,
+    TransactionBehavior,
+    UnitOfWork,
+    default_behaviors,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAccount:
+    """Open a new account."""
+
+    account_id: str
+    owner: str
+
+
+class OpenAccountHandler(CommandHandler[OpenAccount, str]):
+    """Creates the aggregate; the unit of work saves it."""
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self._accounts = uow.event_sourced(Account)
+
+    async def handle(self, command: OpenAccount, /) -> OperationResult[str]:
+        self._accounts.add(Account.open(command.account_id, command.owner))
+        return self.created(command.account_id)
+
+
+def build_mediator(storage: Any) -> Mediator:
+    """The application as a user wires it: model, data source, behaviours, handler."""
+    model = PersistenceModel()
+    model.event_sourced(Account)
+    source = DataSource("main", storage, model, REGISTRY)
+    mediator = Mediator([*default_behaviors(), TransactionBehavior(source.unit_of_work)])
+    mediator.register(OpenAccount, lambda context: OpenAccountHandler(UnitOfWork.of(context)))
+    return mediator
+
+
+async def run(context: Context, backend: Backend) -> list[Row]:
+    """Workload 1."""
+    count = context.n(2000, 100)
+
+    async def eventfold(storage: Any) -> float:
+        mediator = build_mediator(storage)
+
+        async def body() -> None:
+            for i in range(count):
+                result = await mediator.send(OpenAccount(f"acc-{i}", "Ada"))
+                assert result.status == 201, result
+
+        return count / await timed(body)
+
+    async def raw(store: Any) -> float:
+        adapter = ADAPTERS["AccountOpened"]
+
+        async def body() -> None:
+            for i in range(count):
+                account_id = f"acc-{i}"
+                data = adapter.dump_json(AccountOpened(account_id, "Ada", "EUR")).decode()
+                event_id, at = uuid.uuid4(), now()
+                stream = f"Account-{account_id}"
+                await store.create(
+                    (stream, 1, event_id, "AccountOpened", 1, data, at),
+                    (event_id, "AccountOpened", 1, "Account", account_id, data, at),
+                )
+
+        return count / await timed(body)
+
+    values = await throughput_pair(context, backend, eventfold, raw)
+    on_postgres = backend.name == "postgres"
+    return [
+        row(
+            "1. create aggregate per command",
+            backend,
+            f"{count} commands",
+            "commands/s",
+            values,
+            target="≥0.8x raw" if on_postgres else "",
+            target_ratio=0.8 if on_postgres else None,
+        )
+    ]
