@@ -28,6 +28,7 @@ from eventfold.application.queries import QueryOptions, SearchResult
 from eventfold.application.repositories import EventSourcedRepository, StateStoredRepository
 from eventfold.application.unit_of_work import DataSources
 from eventfold.application.unit_of_work import UnitOfWork as EventfoldUnitOfWork
+from eventfold.domain.aggregate import AggregateRoot
 from eventfold.domain.entity import Entity
 from eventfold.errors import ConfigurationError, RegistrationError
 
@@ -488,14 +489,15 @@ class RepositoryPersistence:
 def _attach_state_stored(
     uow: EventfoldUnitOfWork, repository: StateStoredRepository[Any], entity: Entity[Any]
 ) -> None:
-    if entity.version == 0:
+    # An aggregate counts its pending events in `version`; the stored one is what to expect.
+    stored = entity.persisted_version if isinstance(entity, AggregateRoot) else entity.version
+    if stored == 0:
         repository.add(entity)
         return
     # A copy loaded elsewhere (another unit of work, the cache): update it at the version
-    # it was loaded at, so a concurrent change is detected rather than overwritten.
-    uow.track(
-        entity, repository._change(entity, entity.version)
-    )  # the repository offers no public attach
+    # it was loaded at, so a concurrent change is detected rather than overwritten. The
+    # repository has no public way to attach such a copy.
+    uow.track(entity, repository._change(entity, stored))
 
 
 def register_aggregate(
