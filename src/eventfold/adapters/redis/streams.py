@@ -1,0 +1,417 @@
+"""Redis Streams broker on redis-py asyncio: one stream, consumer groups, reclaim, dead letters.
+
+Keys, for a prefix ``p``:
+
+- ``p:events``: the stream every message is appended to (XADD), in publish order; the
+  entry's fields are the ``eventfold-*`` headers plus ``data``. Optional approximate
+  MAXLEN trimming.
+- a group ``G`` is a consumer group on ``p:events`` starting at the messages appended
+  after its creation; each subscription is a consumer of its own name. A group
+  reads every type and acknowledges the ones it did not subscribe to unseen: one
+  stream keeps the publish order across types, as a topic exchange queue does.
+- ``p:dead:G``: the dead letters of ``G``.
+
+Redelivery: Redis has no "nack". A failed message stays pending on its consumer,
+which reads its own pending entries again (XREADGROUP from 0) before new ones; each
+such read raises the entry's delivery counter, which is the attempt number. After
+the last failed attempt the entry is added to the dead-letter stream and acknowledged
+in one MULTI. A consumer that died leaves entries pending: after ``claim_idle``
+seconds another consumer of the group takes them over (XAUTOCLAIM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from eventfold.errors import BrokerUnavailableError, MessagingError, PublishError
+from eventfold.ports.broker import (
+    BrokerMessage,
+    DeadLetter,
+    Delivery,
+    MessageHandler,
+    check_group_name,
+)
+
+__all__ = ["RedisStreamsBroker", "RedisStreamsSubscription", "create_redis_streams_broker"]
+
+_log = logging.getLogger(__name__)
+_NAME = "redis"
+_BLOCK_MS = 2000
+"""How long one XREADGROUP waits for new entries before the consumer looks around again."""
+
+Entry = tuple[str, dict[str, str], int]
+"""A stream entry as a consumer handles it: id, fields, attempt number."""
+
+
+@contextlib.contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Turn redis-py's errors into eventfold's."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        raise BrokerUnavailableError(_NAME, f"{action}: {exc!r}") from exc
+    except TimeoutError as exc:
+        raise BrokerUnavailableError(_NAME, f"{action}: no answer in time") from exc
+    except redis.exceptions.RedisError as exc:
+        raise PublishError(f"{_NAME} refused to {action}: {exc!r}") from exc
+
+
+def _client(url: str, timeout: float) -> aioredis.Redis:
+    # No driver-level retries: a publish fails fast and the caller (the relay) retries.
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=timeout,
+        socket_timeout=max(timeout, _BLOCK_MS / 1000 + 3),
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def _fields(message: BrokerMessage) -> dict[str, str]:
+    return {**message.to_headers(), "data": message.data}
+
+
+def _from_fields(fields: Mapping[str, str]) -> BrokerMessage:
+    return BrokerMessage.from_headers(fields, fields.get("data", ""))
+
+
+class _Keys:
+    """The key names under one prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.stream = f"{prefix}:events"
+
+    def dead(self, group: str) -> str:
+        return f"{self.prefix}:dead:{group}"
+
+
+class RedisStreamsSubscription:
+    """A consumer of one group with a name of its own; it reconnects after an outage."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: _Keys,
+        group: str,
+        handler: MessageHandler,
+        *,
+        event_types: Collection[str] | None,
+        max_deliveries: int,
+        claim_idle: float,
+        batch: int,
+    ) -> None:
+        self._redis = client
+        self._keys = keys
+        self._group = group
+        self._consumer = f"{group}-{uuid.uuid4().hex[:12]}"
+        self._handler = handler
+        self._event_types = None if event_types is None else frozenset(event_types)
+        self._max_deliveries = max_deliveries
+        self._claim_idle_ms = int(claim_idle * 1000)
+        self._batch = batch
+        self._next_claim = 0.0
+        self._handling = False
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def group(self) -> str:
+        """The group this subscription consumes for."""
+        return self._group
+
+    async def start(self) -> None:
+        """Create the group if needed and start reading."""
+        await self._create_group()
+        self._task = asyncio.create_task(self._run(), name=f"eventfold-redis-{self._group}")
+
+    async def stop(self) -> None:
+        """Finish the delivery in hand, then stop; leave the group tidy."""
+        self._stopping = True
+        if self._task is not None:
+            if not self._handling:
+                # Only an idle consumer is cancelled: a delivery in hand always completes.
+                self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(MessagingError):
+            await self._forget_consumer()
+        await self._redis.aclose()
+
+    async def _create_group(self) -> None:
+        with _translated("create a consumer group"):
+            try:
+                await self._redis.xgroup_create(self._keys.stream, self._group, "$", mkstream=True)
+            except redis.exceptions.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def _forget_consumer(self) -> None:
+        # A consumer with pending entries stays, so that another consumer can claim them.
+        with _translated("remove a consumer"):
+            pending = await self._redis.xpending_range(
+                self._keys.stream, self._group, "-", "+", 1, consumername=self._consumer
+            )
+            if not pending:
+                await self._redis.xgroup_delconsumer(self._keys.stream, self._group, self._consumer)
+
+    async def _run(self) -> None:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(BrokerUnavailableError),
+            wait=wait_exponential(multiplier=0.1, max=5),
+            before_sleep=lambda state: _log.warning(
+                "consumer %s lost Redis, reconnecting: %s", self._group, state.outcome
+            ),
+        )
+        async for attempt in retrying:
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    await self._create_group()
+                await self._consume()
+
+    async def _consume(self) -> None:
+        while not self._stopping:
+            entries = await self._next_entries()
+            self._handling = True
+            try:
+                for entry in entries:
+                    await self._handle(entry)
+            finally:
+                self._handling = False
+
+    async def _next_entries(self) -> list[Entry]:
+        """Own failed entries first, then entries dead consumers left, then new ones."""
+        with _translated("read"):
+            own = await self._read_from("0", block=None)
+            if own:
+                return await self._with_attempts(own)
+            if time.monotonic() >= self._next_claim:
+                self._next_claim = time.monotonic() + self._claim_idle_ms / 2000
+                claimed = await self._claim()
+                if claimed:
+                    return await self._with_attempts(claimed)
+            fresh = await self._read_from(">", block=_BLOCK_MS)
+            return [(entry_id, fields, 1) for entry_id, fields in fresh]
+
+    async def _read_from(self, start: str, block: int | None) -> list[tuple[str, dict[str, str]]]:
+        reply: Any = await self._redis.xreadgroup(
+            self._group, self._consumer, {self._keys.stream: start}, count=self._batch, block=block
+        )
+        return [
+            (entry_id, fields or {}) for _, entries in reply or [] for entry_id, fields in entries
+        ]
+
+    async def _claim(self) -> list[tuple[str, dict[str, str]]]:
+        reply: Any = await self._redis.xautoclaim(
+            self._keys.stream,
+            self._group,
+            self._consumer,
+            self._claim_idle_ms,
+            "0-0",
+            count=self._batch,
+        )
+        return [(entry_id, fields or {}) for entry_id, fields in reply[1]]
+
+    async def _with_attempts(self, entries: list[tuple[str, dict[str, str]]]) -> list[Entry]:
+        pending: Any = await self._redis.xpending_range(
+            self._keys.stream,
+            self._group,
+            entries[0][0],
+            entries[-1][0],
+            len(entries),
+            consumername=self._consumer,
+        )
+        counts = {row["message_id"]: int(row["times_delivered"]) for row in pending}
+        return [(entry_id, fields, counts.get(entry_id, 1)) for entry_id, fields in entries]
+
+    async def _handle(self, entry: Entry) -> None:
+        entry_id, fields, attempt = entry
+        if not fields:  # trimmed by MAXLEN while pending: nothing left to deliver
+            _log.warning(
+                "entry %s of %s was trimmed before %s handled it",
+                entry_id,
+                self._keys.stream,
+                self._group,
+            )
+            await self._ack(entry_id)
+            return
+        try:
+            message = _from_fields(fields)
+        except MessagingError as exc:
+            await self._bury(entry_id, fields, attempt, repr(exc))
+            return
+        if self._event_types is not None and message.type_name not in self._event_types:
+            await self._ack(entry_id)
+        elif attempt > self._max_deliveries:
+            await self._bury(
+                entry_id, fields, attempt - 1, "the consumer stopped during the last attempt"
+            )
+        else:
+            await self._deliver(
+                entry_id, fields, Delivery(message=message, attempt=attempt, group=self._group)
+            )
+
+    async def _deliver(self, entry_id: str, fields: dict[str, str], delivery: Delivery) -> None:
+        try:
+            await self._handler(delivery)
+        except Exception as exc:  # noqa: BLE001 - any handler failure means "deliver again"
+            if delivery.attempt >= self._max_deliveries:
+                await self._bury(entry_id, fields, delivery.attempt, repr(exc))
+            # Otherwise the entry stays pending and the next read of our own entries retries it.
+        else:
+            await self._ack(entry_id)
+
+    async def _ack(self, entry_id: str) -> None:
+        with _translated("acknowledge"):
+            await self._redis.xack(self._keys.stream, self._group, entry_id)
+
+    async def _bury(
+        self, entry_id: str, fields: dict[str, str], attempts: int, reason: str
+    ) -> None:
+        """Add an entry to the group's dead letters with why and acknowledge it, atomically."""
+        letter = {**fields, "eventfold-dead-reason": reason, "eventfold-attempts": str(attempts)}
+        with _translated("dead-letter a message"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(self._keys.dead(self._group), letter)  # type: ignore[arg-type]
+                pipe.xack(self._keys.stream, self._group, entry_id)
+                await pipe.execute()
+
+
+class RedisStreamsBroker:
+    """Appends to one Redis stream; consumes with consumer groups.
+
+    Nothing connects until the first call; redis-py opens a fresh connection on the
+    call after one was lost.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        maxlen: int | None,
+        claim_idle: float,
+        publish_timeout: float,
+        batch: int,
+    ) -> None:
+        self._url = url
+        self._keys = _Keys(prefix)
+        self._maxlen = maxlen
+        self._claim_idle = claim_idle
+        self._publish_timeout = publish_timeout
+        self._batch = batch
+        self._redis = _client(url, publish_timeout)
+        self._subscriptions: list[RedisStreamsSubscription] = []
+        self._groups: set[str] = set()
+
+    @property
+    def name(self) -> str:
+        """``"redis"``."""
+        return _NAME
+
+    async def publish(self, messages: Sequence[BrokerMessage]) -> None:
+        """Append every message in order in one round trip; returns once Redis replied."""
+        if not messages:
+            return
+        with _translated("publish"):
+            async with asyncio.timeout(self._publish_timeout):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for message in messages:
+                        pipe.xadd(
+                            self._keys.stream,
+                            _fields(message),  # type: ignore[arg-type]
+                            maxlen=self._maxlen,
+                            approximate=True,
+                        )
+                    await pipe.execute()
+
+    async def subscribe(
+        self,
+        group: str,
+        handler: MessageHandler,
+        *,
+        event_types: Collection[str] | None = None,
+        max_deliveries: int = 5,
+    ) -> RedisStreamsSubscription:
+        """Consume ``event_types`` (every type when ``None``) for ``group`` until stopped."""
+        subscription = RedisStreamsSubscription(
+            # Its own client: a blocking read holds a connection for its whole wait.
+            _client(self._url, self._publish_timeout),
+            self._keys,
+            check_group_name(group),
+            handler,
+            event_types=event_types,
+            max_deliveries=max_deliveries,
+            claim_idle=self._claim_idle,
+            batch=self._batch,
+        )
+        self._groups.add(group)
+        await subscription.start()
+        self._subscriptions.append(subscription)
+        return subscription
+
+    async def read_dead_letters(self, group: str, *, limit: int = 100) -> list[DeadLetter]:
+        """Up to ``limit`` dead letters of ``group``, oldest first."""
+        with _translated("read dead letters"):
+            entries: Any = await self._redis.xrange(self._keys.dead(group), count=limit)
+        return [_dead_letter(fields, group) for _, fields in entries]
+
+    async def close(self) -> None:
+        """Stop every subscription and close the connections."""
+        for subscription in self._subscriptions:
+            await subscription.stop()
+        self._subscriptions.clear()
+        await self._redis.aclose()
+
+    async def destroy(self) -> None:
+        """Delete the stream and the dead-letter streams of the groups this object used."""
+        with _translated("delete the streams"):
+            await self._redis.delete(
+                self._keys.stream, *(self._keys.dead(group) for group in self._groups)
+            )
+
+
+def _dead_letter(fields: Mapping[str, str], group: str) -> DeadLetter:
+    return DeadLetter(
+        message=_from_fields(fields),
+        group=group,
+        attempts=int(fields.get("eventfold-attempts", "0")),
+        reason=fields.get("eventfold-dead-reason", ""),
+    )
+
+
+def create_redis_streams_broker(
+    url: str,
+    *,
+    prefix: str = "eventfold",
+    maxlen: int | None = None,
+    claim_idle: float = 30.0,
+    publish_timeout: float = 10.0,
+    batch: int = 32,
+) -> RedisStreamsBroker:
+    """A Redis Streams broker over the keys ``prefix:*``; nothing connects yet.
+
+    ``maxlen`` trims the stream (approximately) to that many entries; ``claim_idle`` is
+    how long an entry stays with a silent consumer before another one takes it over,
+    so it must exceed the longest handler run.
+    """
+    return RedisStreamsBroker(
+        url,
+        prefix=prefix,
+        maxlen=maxlen,
+        claim_idle=claim_idle,
+        publish_timeout=publish_timeout,
+        batch=batch,
+    )

@@ -1,0 +1,67 @@
+"""The broker contract on Redis Streams, plus publishing through an outage."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from eventfold.adapters.redis import RedisStreamsBroker, create_redis_streams_broker
+from eventfold.errors import BrokerUnavailableError
+from eventfold.testing.contracts.broker import BrokerContract, make_message
+from tests.conftest import REDIS_URL, require_service, unique_name
+from tests.support.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.redis
+
+
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def isolated_broker(url: str) -> RedisStreamsBroker:
+    name = unique_name("ef")
+    return create_redis_streams_broker(url, prefix=name, publish_timeout=3.0)
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[TcpProxy]:
+    require_service("redis")
+    async with TcpProxy("127.0.0.1", 6379) as proxy:
+        yield proxy
+
+
+class TestRedisStreamsBroker(BrokerContract):
+    @pytest.fixture
+    async def broker(self) -> AsyncIterator[RedisStreamsBroker]:
+        require_service("redis")
+        broker = isolated_broker(REDIS_URL)
+        yield broker
+        await broker.close()
+        await broker.destroy()
+        await broker.close()
+
+    @pytest.fixture
+    def unreachable_broker(self) -> RedisStreamsBroker:
+        return create_redis_streams_broker(f"redis://127.0.0.1:{closed_port()}/0")
+
+
+async def test_publishing_fails_while_the_network_is_cut_and_works_again_after(
+    proxy: TcpProxy,
+) -> None:
+    broker = isolated_broker(f"redis://127.0.0.1:{proxy.port}/0")
+    try:
+        await broker.publish([make_message()])
+        await proxy.cut()
+        with pytest.raises(BrokerUnavailableError):
+            await broker.publish([make_message()])
+        await proxy.restore()
+        await broker.publish([make_message()])
+    finally:
+        await broker.close()
+        await broker.destroy()
+        await broker.close()
