@@ -233,3 +233,8 @@ async def test_a_handler_factory_that_fails_is_isolated_and_reported() -> None:
     report = await mediator.publish(OrderPlaced("o-1", "ada"))
     assert seen == ["stock:OrderPlaced"]
     assert "broken_factory" in report.failures[0].handler
+
+
+def test_a_generated_correlation_id_stays_the_same_for_the_whole_request() -> None:
+    context = RequestContext(PlaceOrder("ada"))
+    assert context.correlation_id == context.correlation_id

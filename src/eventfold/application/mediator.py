@@ -6,7 +6,7 @@ import logging
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import reduce
 from typing import Any, Generic, Protocol, TypeVar, overload
 
@@ -43,16 +43,45 @@ class Request(Generic[T]):
     __slots__ = ()
 
 
-@dataclass(slots=True)
 class RequestContext:
     """What behaviours and handler factories share while one request is handled."""
 
-    request: object
-    correlation_id: str
-    causation_id: str | None = None
-    actor: str | None = None
-    unit_of_work: Any = None
-    items: dict[str, object] = field(default_factory=dict)
+    __slots__ = ("_correlation_id", "actor", "causation_id", "items", "request", "unit_of_work")
+
+    def __init__(
+        self,
+        request: object,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        actor: str | None = None,
+        *,
+        unit_of_work: Any = None,
+        items: dict[str, object] | None = None,
+    ) -> None:
+        self.request = request
+        self._correlation_id = correlation_id
+        self.causation_id = causation_id
+        self.actor = actor
+        self.unit_of_work = unit_of_work
+        self.items: dict[str, object] = {} if items is None else items
+
+    @property
+    def correlation_id(self) -> str:
+        """The id shared by everything this request causes; a new UUID unless one was given."""
+        # Made on first read: a request nobody correlates does not pay for a random UUID.
+        if self._correlation_id is None:
+            self._correlation_id = str(uuid.uuid4())
+        return self._correlation_id
+
+    @correlation_id.setter
+    def correlation_id(self, value: str) -> None:
+        self._correlation_id = value
+
+    def __repr__(self) -> str:
+        return (
+            f"RequestContext(request={self.request!r}, correlation_id={self.correlation_id!r}, "
+            f"causation_id={self.causation_id!r}, actor={self.actor!r})"
+        )
 
 
 class RequestHandler(Protocol[TRequest_contra, TResult]):
@@ -179,7 +208,7 @@ class Mediator:
         actor: str | None = None,
     ) -> OperationResult[Any]:
         """Handle a command or query through the pipeline and return its result."""
-        context = RequestContext(request, correlation_id or str(uuid.uuid4()), causation_id, actor)
+        context = RequestContext(request, correlation_id, causation_id, actor)
         return await self._pipeline(type(request))(request, context)
 
     async def publish(self, event: object) -> PublishReport:
