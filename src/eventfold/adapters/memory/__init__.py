@@ -1,9 +1,12 @@
 """The in-memory backend: a real adapter for tests, prototypes and single-process tools."""
 
+from eventfold.adapters.memory.broker import MemoryBroker, create_memory_broker
 from eventfold.adapters.memory.storage import MemorySession, MemoryStorage, create_memory_storage
 
 __all__ = [
+    "MemoryBroker",
     "MemorySession",
     "MemoryStorage",
+    "create_memory_broker",
     "create_memory_storage",
 ]
