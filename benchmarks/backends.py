@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import text
+from sqlalchemy import Table, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.schema import CreateTable
 
 from benchmarks.raw import RawPostgres, RawSqlite, remove_database_files
 
@@ -31,8 +34,12 @@ class Backend:
     sqlite_pragmas: dict[str, str] = field(default_factory=dict)
 
     @asynccontextmanager
-    async def eventfold(self) -> AsyncIterator[Any]:
-        """A new eventfold storage with its tables created; dropped afterwards."""
+    async def eventfold(self, user_tables: Sequence[Table] = ()) -> AsyncIterator[Any]:
+        """A new eventfold storage with its tables (and ``user_tables``); dropped afterwards.
+
+        A user's own tables are created the way an application's migrations would, with
+        the driver, since ``execute_sql`` runs DML only.
+        """
         if self.name == "sqlite":
             from eventfold.adapters.sqlite import create_sqlite_storage  # noqa: PLC0415 - optional backend
 
@@ -40,6 +47,7 @@ class Backend:
             storage = create_sqlite_storage(path)
             try:
                 await storage.create_schema()
+                _create_sqlite_tables(path, user_tables)
                 yield storage
             finally:
                 await storage.close()
@@ -51,6 +59,7 @@ class Backend:
         storage = create_postgres_storage(self.dsn, schema=schema)
         try:
             await storage.create_schema()
+            await _create_postgres_tables(self.dsn, schema, user_tables)
             yield storage
         finally:
             await storage.close()
@@ -83,6 +92,29 @@ class Backend:
                 pragmas[name] = str(next(iter(rows[0].values())))
         self.sqlite_pragmas = pragmas
         return pragmas
+
+
+def _create_sqlite_tables(path: Path, tables: Sequence[Table]) -> None:
+    if not tables:
+        return
+    db = sqlite3.connect(path)
+    try:
+        for table in tables:
+            db.execute(str(CreateTable(table).compile(dialect=sqlite.dialect())))
+        db.commit()
+    finally:
+        db.close()
+
+
+async def _create_postgres_tables(dsn: str, schema: str, tables: Sequence[Table]) -> None:
+    if not tables:
+        return
+    connection = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        for table in tables:
+            await connection.execute(str(CreateTable(table).compile(dialect=postgresql.dialect())))
+    finally:
+        await connection.close()
 
 
 async def _drop_schema(dsn: str, schema: str) -> None:

@@ -28,6 +28,7 @@ def all_workloads() -> list[Workload]:
         loading,
         log,
         mediator,
+        projection,
     )
 
     return [
@@ -37,5 +38,6 @@ def all_workloads() -> list[Workload]:
         Workload("load", "4. load aggregate", True, loading.run),
         Workload("log", "5. read global log, decoded", True, log.run),
         Workload("concurrent", "6. 8 concurrent writers + reader", True, concurrent.run),
+        Workload("projection", "7. projection rebuild", True, projection.run),
         Workload("mediator", "8. mediator overhead, 4 behaviours", False, mediator.run),
     ]

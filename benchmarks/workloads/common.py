@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Table
+
 from benchmarks.backends import Backend
 from benchmarks.harness import Context, Row, alternate, median
 from benchmarks.model import ADAPTERS, AccountOpened, deposit, make_registry
@@ -94,11 +96,13 @@ async def throughput_pair(
     backend: Backend,
     ef_trial: Callable[[Any], Awaitable[float]],
     raw_trial: Callable[[Any], Awaitable[float]],
+    *,
+    user_tables: Sequence[Table] = (),
 ) -> tuple[list[float], list[float]]:
     """Run both trials ``repeat`` times, each on fresh tables."""
 
     async def eventfold() -> float:
-        async with backend.eventfold() as storage:
+        async with backend.eventfold(user_tables) as storage:
             return await ef_trial(storage)
 
     async def raw() -> float:
