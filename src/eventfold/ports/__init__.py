@@ -11,6 +11,7 @@ from eventfold.ports.broker import (
     MessageSubscriber,
     Subscription,
 )
+from eventfold.ports.cache import Cache
 from eventfold.ports.records import (
     LOG_START,
     DocumentRecord,
@@ -41,6 +42,7 @@ from eventfold.ports.storage import (
 __all__ = [
     "LOG_START",
     "BrokerMessage",
+    "Cache",
     "CheckpointStore",
     "DeadLetter",
     "DeadLetterReader",
