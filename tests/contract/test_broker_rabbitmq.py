@@ -8,9 +8,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from eventfold.adapters.rabbitmq import RabbitMQBroker, create_rabbitmq_broker
-from eventfold.errors import BrokerUnavailableError
-from eventfold.testing.contracts.broker import BrokerContract, make_message
+from eventfold.testing.contracts.broker import BrokerContract
 from tests.conftest import RABBITMQ_URL, require_service, unique_name
+from tests.support.outage import (
+    consumer_resumes_after_outage,
+    publish_fails_while_cut_and_works_after,
+)
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.rabbitmq
@@ -30,15 +33,15 @@ async def proxy() -> AsyncIterator[TcpProxy]:
         yield proxy
 
 
-async def isolated_broker(url: str) -> RabbitMQBroker:
-    return create_rabbitmq_broker(url, exchange=unique_name("ef"), publish_timeout=5.0)
+def isolated_broker(url: str, name: str = "") -> RabbitMQBroker:
+    return create_rabbitmq_broker(url, exchange=name or unique_name("ef"), publish_timeout=5.0)
 
 
 class TestRabbitMQBroker(BrokerContract):
     @pytest.fixture
     async def broker(self) -> AsyncIterator[RabbitMQBroker]:
         require_service("rabbitmq")
-        broker = await isolated_broker(RABBITMQ_URL)
+        broker = isolated_broker(RABBITMQ_URL)
         yield broker
         await broker.close()
         await broker.destroy()
@@ -52,15 +55,23 @@ class TestRabbitMQBroker(BrokerContract):
 async def test_publishing_fails_while_the_network_is_cut_and_works_again_after(
     proxy: TcpProxy,
 ) -> None:
-    broker = await isolated_broker(f"amqp://guest:guest@127.0.0.1:{proxy.port}/")
+    broker = isolated_broker(f"amqp://guest:guest@127.0.0.1:{proxy.port}/")
     try:
-        await broker.publish([make_message()])
-        await proxy.cut()
-        with pytest.raises(BrokerUnavailableError):
-            await broker.publish([make_message()])
-        await proxy.restore()
-        await broker.publish([make_message()])
+        await publish_fails_while_cut_and_works_after(broker, proxy)
     finally:
         await broker.close()
         await broker.destroy()
         await broker.close()
+
+
+async def test_a_subscription_consumes_again_once_the_network_is_back(proxy: TcpProxy) -> None:
+    name = unique_name("ef")
+    direct = isolated_broker(RABBITMQ_URL, name)
+    proxied = isolated_broker(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", name)
+    try:
+        await consumer_resumes_after_outage(proxied, direct, proxy)
+    finally:
+        for broker in (proxied, direct):
+            await broker.close()
+            await broker.destroy()
+            await broker.close()

@@ -8,9 +8,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from eventfold.adapters.redis import RedisStreamsBroker, create_redis_streams_broker
-from eventfold.errors import BrokerUnavailableError
-from eventfold.testing.contracts.broker import BrokerContract, make_message
+from eventfold.testing.contracts.broker import BrokerContract
 from tests.conftest import REDIS_URL, require_service, unique_name
+from tests.support.outage import (
+    consumer_resumes_after_outage,
+    publish_fails_while_cut_and_works_after,
+)
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.redis
@@ -23,8 +26,8 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def isolated_broker(url: str) -> RedisStreamsBroker:
-    name = unique_name("ef")
+def isolated_broker(url: str, name: str = "") -> RedisStreamsBroker:
+    name = name or unique_name("ef")
     return create_redis_streams_broker(url, prefix=name, publish_timeout=3.0)
 
 
@@ -55,13 +58,21 @@ async def test_publishing_fails_while_the_network_is_cut_and_works_again_after(
 ) -> None:
     broker = isolated_broker(f"redis://127.0.0.1:{proxy.port}/0")
     try:
-        await broker.publish([make_message()])
-        await proxy.cut()
-        with pytest.raises(BrokerUnavailableError):
-            await broker.publish([make_message()])
-        await proxy.restore()
-        await broker.publish([make_message()])
+        await publish_fails_while_cut_and_works_after(broker, proxy)
     finally:
         await broker.close()
         await broker.destroy()
         await broker.close()
+
+
+async def test_a_subscription_consumes_again_once_the_network_is_back(proxy: TcpProxy) -> None:
+    name = unique_name("ef")
+    direct = isolated_broker(REDIS_URL, name)
+    proxied = isolated_broker(f"redis://127.0.0.1:{proxy.port}/0", name)
+    try:
+        await consumer_resumes_after_outage(proxied, direct, proxy)
+    finally:
+        for broker in (proxied, direct):
+            await broker.close()
+            await broker.destroy()
+            await broker.close()
