@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+
 from eventfold.adapters.postgres import sql
 from eventfold.adapters.postgres.errors import DRIVER_ERRORS, translate
+from eventfold.adapters.sql.statements import compile_statement
 from eventfold.errors import ConcurrencyError
 from eventfold.ports.records import (
     LOG_START,
@@ -28,6 +32,9 @@ if TYPE_CHECKING:
     from sqlalchemy.sql.base import Executable
 
 __all__ = ["PostgresSession"]
+
+_DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
+_JSON_TYPES = frozenset({"json", "jsonb"})
 
 _ANY = -1
 """How "any version" travels to the append statement."""
@@ -75,6 +82,19 @@ def _outbox_arrays(messages: Sequence[OutboxMessage]) -> tuple[list[Any], ...]:
         [m.causation_id for m in messages],
         [m.actor for m in messages],
     )
+
+
+def _decode_json(
+    rows: list[dict[str, Any]], attributes: Sequence[asyncpg.Attribute]
+) -> list[dict[str, Any]]:
+    """Decode JSON columns, as SQLAlchemy's asyncpg dialect does with its type codec."""
+    names = [a.name for a in attributes if a.type.name in _JSON_TYPES]
+    for row in rows:
+        for name in names:
+            value = row.get(name)
+            if isinstance(value, str):
+                row[name] = json.loads(value)
+    return rows
 
 
 def _outbox_entry(row: asyncpg.Record) -> OutboxEntry:
@@ -261,7 +281,23 @@ class PostgresSession:
 
     async def execute_sql(self, statement: Executable) -> list[dict[str, Any]]:
         """Run a SQLAlchemy Core statement in this transaction; rows as dictionaries."""
-        raise NotImplementedError
+        compiled = compile_statement(statement, _DIALECT)
+        try:
+            # Preparing tells the column types, which pick SQLAlchemy's result processors
+            # (numeric OIDs) and the JSON columns to decode; it costs one round trip more
+            # than the hot paths, which know their columns.
+            prepared = await self._connection.prepare(compiled.sql)
+            rows = await prepared.fetch(*compiled.params)
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, self._store) from exc
+        attributes = prepared.get_attributes()
+        if not attributes:
+            return []
+        keys = [attribute.name for attribute in attributes]
+        decoded = compiled.process_rows(
+            rows, keys=keys, column_types=[attribute.type.oid for attribute in attributes]
+        )
+        return _decode_json(decoded, attributes)
 
     # -- driver calls, errors translated -------------------------------------------------
 
