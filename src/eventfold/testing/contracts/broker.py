@@ -90,7 +90,7 @@ async def _dead_letters(broker: MessageBroker, group: str, count: int) -> list[D
     # Dead-lettering happens inside the broker after the handler returned: there is no
     # event to wait on, only the broker to ask again.
     async with asyncio.timeout(WAIT):
-        while len(letters := await broker.read_dead_letters(group)) < count:  # noqa: ASYNC110
+        while len(letters := await broker.read_dead_letters(group)) < count:
             await asyncio.sleep(0.05)
     return letters
 
