@@ -37,6 +37,7 @@ from eventfold.application.persistence import (
     TableMapping,
     non_event_sourced,
 )
+from eventfold.application.queries import Page, QueryOptions, SearchResult, query_in_memory
 from eventfold.application.repositories import (
     DeciderRepository,
     EventSourcedRepository,
@@ -62,6 +63,7 @@ from eventfold.domain import (
     event_type,
     event_version,
 )
+from eventfold.domain.specification import FieldSet, Specification, SpecificationBuilder
 from eventfold.errors import (
     AggregateNotFoundError,
     BrokerUnavailableError,
@@ -123,6 +125,7 @@ __all__ = [
     "EventSourcedRepository",
     "EventfoldError",
     "FieldError",
+    "FieldSet",
     "HandlerFailure",
     "HandlerNotFoundError",
     "InvalidStateError",
@@ -135,6 +138,7 @@ __all__ = [
     "MissingEventHandlerError",
     "Next",
     "OperationResult",
+    "Page",
     "PersistenceCall",
     "PersistenceDispatcher",
     "PersistenceError",
@@ -147,6 +151,7 @@ __all__ = [
     "PublishReport",
     "QueryError",
     "QueryHandler",
+    "QueryOptions",
     "RegistrationError",
     "Repository",
     "Request",
@@ -154,8 +159,11 @@ __all__ = [
     "RequestHandler",
     "RuleViolationError",
     "SchemaMissingError",
+    "SearchResult",
     "SerializationError",
     "SnapshotPolicy",
+    "Specification",
+    "SpecificationBuilder",
     "StateStoredRepository",
     "StoreUnavailableError",
     "StreamState",
@@ -174,6 +182,7 @@ __all__ = [
     "event_type",
     "event_version",
     "non_event_sourced",
+    "query_in_memory",
     "register_aggregate",
     "unit_of_work_factories",
 ]
