@@ -15,15 +15,15 @@ from benchmarks.harness import Context, Row
 from benchmarks.model import deposit
 from benchmarks.workloads.common import (
     REGISTRY,
+    Op,
     ef_record,
     history,
+    interleaved_pair,
     now,
     raw_row,
     row,
     seed_eventfold,
     seed_raw,
-    throughput_pair,
-    timed,
 )
 from eventfold import StreamState
 
@@ -34,30 +34,30 @@ async def _one_per_transaction(context: Context, backend: Backend) -> Row:
     seeded = context.n(5000, 200)
     count = context.n(1500, 100)
 
-    async def eventfold(storage: Any) -> float:
+    async def eventfold(storage: Any) -> Op:
         await seed_eventfold(storage, [(STREAM, history(STREAM, seeded))])
+        version = seeded
 
-        async def body() -> None:
-            version = seeded
-            for i in range(count):
-                record = ef_record(REGISTRY, deposit(STREAM, i), now())
-                async with storage.transaction() as session:
-                    version = await session.append(STREAM, [record], expected_version=version)
+        async def op(i: int) -> None:
+            nonlocal version
+            record = ef_record(REGISTRY, deposit(STREAM, i), now())
+            async with storage.transaction() as session:
+                version = await session.append(STREAM, [record], expected_version=version)
 
-        return count / await timed(body)
+        return op
 
-    async def raw(store: Any) -> float:
+    async def raw(store: Any) -> Op:
         await seed_raw(store, [(STREAM, history(STREAM, seeded))])
+        version = seeded
 
-        async def body() -> None:
-            version = seeded
-            for i in range(count):
-                event = raw_row(STREAM, version + 1, deposit(STREAM, i), now())
-                version = await store.append(STREAM, [event], version)
+        async def op(i: int) -> None:
+            nonlocal version
+            event = raw_row(STREAM, version + 1, deposit(STREAM, i), now())
+            version = await store.append(STREAM, [event], version)
 
-        return count / await timed(body)
+        return op
 
-    values = await throughput_pair(context, backend, eventfold, raw)
+    values = await interleaved_pair(context, backend, eventfold, raw, count)
     on_postgres = backend.name == "postgres"
     return row(
         "2. append 1 event/tx, long stream",
@@ -77,28 +77,33 @@ async def _ten_per_transaction(context: Context, backend: Backend) -> Row:
     def batch(i: int) -> list[object]:
         return [deposit(STREAM, i * size + j) for j in range(size)]
 
-    async def eventfold(storage: Any) -> float:
-        async def body() -> None:
-            version: int | StreamState = StreamState.NO_STREAM
-            for i in range(transactions):
-                at = now()
-                records = [ef_record(REGISTRY, event, at) for event in batch(i)]
-                async with storage.transaction() as session:
-                    version = await session.append(STREAM, records, expected_version=version)
+    async def eventfold(storage: Any) -> Op:
+        version: int | StreamState = StreamState.NO_STREAM
 
-        return transactions * size / await timed(body)
+        async def op(i: int) -> None:
+            nonlocal version
+            at = now()
+            records = [ef_record(REGISTRY, event, at) for event in batch(i)]
+            async with storage.transaction() as session:
+                version = await session.append(STREAM, records, expected_version=version)
 
-    async def raw(store: Any) -> float:
-        async def body() -> None:
-            version = 0
-            for i in range(transactions):
-                at = now()
-                events = [raw_row(STREAM, version + j + 1, e, at) for j, e in enumerate(batch(i))]
-                version = await store.append(STREAM, events, version)
+        return op
 
-        return transactions * size / await timed(body)
+    async def raw(store: Any) -> Op:
+        version = 0
 
-    values = await throughput_pair(context, backend, eventfold, raw)
+        async def op(i: int) -> None:
+            nonlocal version
+            at = now()
+            events = [raw_row(STREAM, version + j + 1, e, at) for j, e in enumerate(batch(i))]
+            version = await store.append(STREAM, events, version)
+
+        return op
+
+    ef_values, raw_values = await interleaved_pair(
+        context, backend, eventfold, raw, transactions, block=10
+    )
+    values = ([v * size for v in ef_values], [v * size for v in raw_values])
     return row(
         "3. append 10 events/tx",
         backend,

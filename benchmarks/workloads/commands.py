@@ -16,7 +16,7 @@ from typing import Any
 from benchmarks.backends import Backend
 from benchmarks.harness import Context, Row
 from benchmarks.model import ADAPTERS, Account, AccountOpened
-from benchmarks.workloads.common import REGISTRY, now, row, throughput_pair, timed
+from benchmarks.workloads.common import REGISTRY, Op, interleaved_pair, now, row
 from eventfold import (
     CommandHandler,
     DataSource,
@@ -62,33 +62,30 @@ async def run(context: Context, backend: Backend) -> list[Row]:
     """Workload 1."""
     count = context.n(2000, 100)
 
-    async def eventfold(storage: Any) -> float:
+    async def eventfold(storage: Any) -> Op:
         mediator = build_mediator(storage)
 
-        async def body() -> None:
-            for i in range(count):
-                result = await mediator.send(OpenAccount(f"acc-{i}", "Ada"))
-                assert result.status == 201, result
+        async def op(i: int) -> None:
+            result = await mediator.send(OpenAccount(f"acc-{i}", "Ada"))
+            assert result.status == 201, result
 
-        return count / await timed(body)
+        return op
 
-    async def raw(store: Any) -> float:
+    async def raw(store: Any) -> Op:
         adapter = ADAPTERS["AccountOpened"]
 
-        async def body() -> None:
-            for i in range(count):
-                account_id = f"acc-{i}"
-                data = adapter.dump_json(AccountOpened(account_id, "Ada", "EUR")).decode()
-                event_id, at = uuid.uuid4(), now()
-                stream = f"Account-{account_id}"
-                await store.create(
-                    (stream, 1, event_id, "AccountOpened", 1, data, at),
-                    (event_id, "AccountOpened", 1, "Account", account_id, data, at),
-                )
+        async def op(i: int) -> None:
+            account_id = f"acc-{i}"
+            data = adapter.dump_json(AccountOpened(account_id, "Ada", "EUR")).decode()
+            event_id, at = uuid.uuid4(), now()
+            await store.create(
+                (f"Account-{account_id}", 1, event_id, "AccountOpened", 1, data, at),
+                (event_id, "AccountOpened", 1, "Account", account_id, data, at),
+            )
 
-        return count / await timed(body)
+        return op
 
-    values = await throughput_pair(context, backend, eventfold, raw)
+    values = await interleaved_pair(context, backend, eventfold, raw, count)
     on_postgres = backend.name == "postgres"
     return [
         row(

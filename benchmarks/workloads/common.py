@@ -112,6 +112,43 @@ async def throughput_pair(
     return await alternate(eventfold, raw, context.repeat)
 
 
+Op = Callable[[int], Awaitable[None]]
+"""One operation of a sequential workload, given its index."""
+
+
+async def interleaved_pair(
+    context: Context,
+    backend: Backend,
+    ef_setup: Callable[[Any], Awaitable[Op]],
+    raw_setup: Callable[[Any], Awaitable[Op]],
+    count: int,
+    *,
+    block: int = 50,
+) -> tuple[list[float], list[float]]:
+    """Operations per second of both sides, run in alternating blocks on fresh tables.
+
+    Both stores are open at once and take turns every ``block`` operations, so a burst of
+    load from elsewhere on the machine (or a checkpoint of the server) lands on both.
+    """
+    ef_values: list[float] = []
+    raw_values: list[float] = []
+    for rep in range(context.repeat):
+        async with backend.eventfold() as storage, backend.raw() as store:
+            ops = {"ef": await ef_setup(storage), "raw": await raw_setup(store)}
+            spent = {"ef": 0.0, "raw": 0.0}
+            for number, start in enumerate(range(0, count, block)):
+                order = ("ef", "raw") if (number + rep) % 2 == 0 else ("raw", "ef")
+                for side in order:
+                    op = ops[side]
+                    started = time.perf_counter()
+                    for index in range(start, min(count, start + block)):
+                        await op(index)
+                    spent[side] += time.perf_counter() - started
+            ef_values.append(count / spent["ef"])
+            raw_values.append(count / spent["raw"])
+    return ef_values, raw_values
+
+
 def row(
     workload: str,
     backend: Backend,
