@@ -158,6 +158,27 @@ class RawPostgres:
         async with connection.transaction():
             return list(await connection.fetch(self.READ_LOG, after, limit))
 
+    async def save_snapshot(self, stream_id: str, version: int, state_type: str, data: str) -> None:
+        """Keep a stream's snapshot (one row per stream)."""
+        await self.connection.execute(
+            "INSERT INTO eventfold_snapshots (stream_id, version, state_type, schema_version, "
+            "data, taken_at) VALUES ($1, $2, $3, 1, $4, now())",
+            stream_id,
+            version,
+            state_type,
+            data,
+        )
+
+    async def read_snapshot(self, stream_id: str) -> tuple[Any, list[Any]]:
+        """The stream's snapshot row and the events after it, in one transaction."""
+        connection = self.connection
+        async with connection.transaction():
+            snapshot = await connection.fetchrow(
+                "SELECT version, data FROM eventfold_snapshots WHERE stream_id = $1", stream_id
+            )
+            start = snapshot[0] + 1 if snapshot else 1
+            return snapshot, list(await connection.fetch(self.READ_STREAM, stream_id, start))
+
 
 def _text(moment: datetime) -> str:
     # The same text form eventfold's SQLite adapter stores: UTC, fixed width.
@@ -291,6 +312,34 @@ class RawSqlite:
         """One page of the log after ``after`` by position."""
         del connection
         return await self._fetch(self.READ_LOG, (after, limit))
+
+    async def save_snapshot(self, stream_id: str, version: int, state_type: str, data: str) -> None:
+        """Keep a stream's snapshot (one row per stream)."""
+        params = (stream_id, version, state_type, data, _text(datetime.now(UTC)))
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO eventfold_snapshots (stream_id, version, state_type, schema_version, "
+                "data, taken_at) VALUES (?, ?, ?, 1, ?, ?)",
+                params,
+            )
+        )
+
+    async def read_snapshot(self, stream_id: str) -> tuple[Any, list[Any]]:
+        """The stream's snapshot row and the events after it, in one transaction (one hop)."""
+
+        def work(db: sqlite3.Connection) -> tuple[Any, list[Any]]:
+            db.execute("BEGIN")
+            try:
+                snapshot = db.execute(
+                    "SELECT version, data FROM eventfold_snapshots WHERE stream_id = ?",
+                    (stream_id,),
+                ).fetchone()
+                start = snapshot[0] + 1 if snapshot else 1
+                return snapshot, db.execute(self.READ_STREAM, (stream_id, start)).fetchall()
+            finally:
+                db.execute("COMMIT")
+
+        return await self._run(work)
 
 
 def remove_database_files(path: Path) -> None:
