@@ -234,7 +234,7 @@ class _TableSource(_Source):
         return _Bytewise(column) if self.fields.type_of(field) is str else column
 
     def tie_break(self) -> list[ColumnElement[Any]]:
-        return [_Bytewise(c) if c.type.python_type is str else c for c in self.keys]
+        return [_Bytewise(c) if _is_text(c) else c for c in self.keys]
 
     def sort_values(self, row: Mapping[str, Any], options: QueryOptions) -> list[object]:
         keys = [row[key.field] for key in options.sort_keys()]
@@ -461,6 +461,13 @@ def _build(source: _Source, options: QueryOptions, table: Table, base: list[Clau
     if options.offset:
         statement = statement.offset(options.offset)
     return SqlQuery(statement, count if options.include_total else None, options, source)
+
+
+def _is_text(column: ColumnElement[Any]) -> bool:
+    try:
+        return column.type.python_type is str
+    except NotImplementedError:  # a type that does not say; compare it as the database does
+        return False
 
 
 def _columns(table: Table) -> FieldSet:
