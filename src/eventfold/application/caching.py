@@ -329,7 +329,12 @@ class CachingPersistenceDispatcher(Generic[U]):
             generation = generations.get(key)
             if generation is None:
                 continue  # the inner dispatcher returned something not asked for: leave it
-            entry = f"{generation}|{codec.encode(value)}"
+            try:
+                entry = f"{generation}|{codec.encode(value)}"
+            except (SerializationError, ValueError, TypeError) as exc:
+                # The caller still gets the value; it just is not cached.
+                logger.warning("cannot cache %s %s: %s", entity_type.__qualname__, key, exc)
+                continue
             try:
                 await self._cache.set(
                     _entry_key(kind, self._base(entity_type, key)), entry, ttl=self._ttl
