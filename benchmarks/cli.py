@@ -68,8 +68,8 @@ async def _run(args: argparse.Namespace) -> int:
         else:
             try:
                 machine["sqlite_pragmas"] = await backend.discover_sqlite_pragmas()
-            except ImportError:
-                machine["sqlite_pragmas"] = {"unavailable": "eventfold SQLite adapter missing"}
+            except Exception as exc:  # noqa: BLE001 - the SQLite rows will then report it
+                machine["sqlite_pragmas"] = {"unavailable": f"{type(exc).__name__}: {exc}"}
     print(describe(machine), flush=True)
 
     rows: list[Row] = []
