@@ -37,6 +37,12 @@ from eventfold.application.persistence import (
     TableMapping,
     non_event_sourced,
 )
+from eventfold.application.projections import (
+    Projection,
+    ProjectionContext,
+    ProjectionLag,
+    ProjectionRunner,
+)
 from eventfold.application.queries import Page, QueryOptions, SearchResult, query_in_memory
 from eventfold.application.repositories import (
     DeciderRepository,
@@ -147,6 +153,10 @@ __all__ = [
     "PersistenceRegistry",
     "PersistenceResult",
     "ProblemDetails",
+    "Projection",
+    "ProjectionContext",
+    "ProjectionLag",
+    "ProjectionRunner",
     "PublishError",
     "PublishReport",
     "QueryError",
