@@ -98,7 +98,9 @@ def compile_statement(statement: Executable, dialect: Dialect) -> CompiledStatem
     # render_postcompile expands IN (...) lists into one parameter per value now, the
     # step an engine would otherwise do at execution time.
     compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-    assert isinstance(compiled, SQLCompiler)
+    if not isinstance(compiled, SQLCompiler):
+        # DDL (CREATE TABLE for a read model, ...) binds no parameters and returns no rows.
+        return CompiledStatement(compiled.string, [], (), (), dialect)
     values = compiled.construct_params()
     _apply_python_defaults(compiled, values)
     # The compiler's private bind processors and result columns are what an engine

@@ -1,9 +1,9 @@
 """One SQLite transaction: every storage operation as hand-written SQL on sqlite3.
 
-Each operation is one function run on the connection's thread in a single hop. The
-transaction begins lazily with the first operation, as ``BEGIN IMMEDIATE``: it takes
-SQLite's write lock up front, so a transaction that reads and then writes never has to
-upgrade its lock (the upgrade is where two deferred writers would deadlock).
+Each operation is one function run on a connection's thread in a single hop. A write
+transaction begins with the first write, as ``BEGIN IMMEDIATE``: it takes SQLite's
+write lock up front, so it never has to upgrade a read lock (the upgrade is where two
+deferred writers would deadlock, or fail on a stale snapshot).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import contextlib
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from uuid import UUID
 
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -41,9 +41,9 @@ from eventfold.ports.records import (
 if TYPE_CHECKING:
     from sqlalchemy.sql.base import Executable
 
-    from eventfold.adapters.sqlite._thread import ConnectionThread
+    from eventfold.adapters.sqlite._thread import Connection
 
-__all__ = ["SqliteSession", "translate_error"]
+__all__ = ["SqliteSession", "WriterSource", "translate_error"]
 
 T = TypeVar("T")
 Db = sqlite3.Connection
@@ -86,6 +86,22 @@ _SAVE_CHECKPOINT = (
     "position = excluded.position, updated_at = excluded.updated_at"
 )
 _DOCUMENT_COLUMNS = "collection, key, version, data, updated_at"
+
+
+class WriterSource(Protocol):
+    """What a session needs from its storage: the reader and the one writer."""
+
+    async def reader(self) -> Connection | None:
+        """The reader connection; None when the writer is the only connection."""
+        ...
+
+    async def acquire_writer(self) -> Connection:
+        """Wait for the writer connection and keep it until :meth:`release_writer`."""
+        ...
+
+    def release_writer(self) -> None:
+        """Let the next transaction write."""
+        ...
 
 
 def to_text(moment: datetime) -> str:
@@ -186,49 +202,63 @@ def _first_stored_event_id(db: Db, events: Sequence[EventRecord]) -> UUID:
 
 
 class SqliteSession:
-    """One SQLite transaction; satisfies every storage port and runs a user's SQL."""
+    """One SQLite transaction; satisfies every storage port and runs a user's SQL.
 
-    __slots__ = ("_began", "_store", "_thread", "_wrote", "db")
+    Until its first write a session reads committed data through the storage's reader
+    connection, statement by statement, and holds no lock. Its first write takes the
+    storage's writer connection and SQLite's write lock (``BEGIN IMMEDIATE``) until the
+    session ends; from then on it reads its own writes. Every optimistic check (stream
+    version, document version) runs under that lock, so a stale read is always caught.
+    """
 
-    def __init__(self, thread: ConnectionThread, db: Db, store: str) -> None:
-        self._thread = thread
-        self.db = db
+    __slots__ = ("_storage", "_store", "_writer", "_wrote")
+
+    def __init__(self, storage: WriterSource, store: str) -> None:
+        self._storage = storage
         self._store = store
-        self._began = False
+        self._writer: Connection | None = None
         self._wrote = False
+
+    async def _run(self, work: Callable[[Db], T]) -> T:
+        """Run a read: in the write transaction if one is open, else on the reader."""
+        if self._writer is not None:
+            return await self._call(self._writer, work)
+        reader = await self._storage.reader()
+        if reader is None:  # one connection only (":memory:"): reads need the lock too
+            return await self._begin(work)
+        return await self._call(reader, work)
 
     async def _write(self, work: Callable[[Db], T]) -> T:
         self._wrote = True
-        return await self._run(work)
+        if self._writer is not None:
+            return await self._call(self._writer, work)
+        return await self._begin(work)
 
-    async def _run(self, work: Callable[[Db], T]) -> T:
-        db = self.db
-        if self._began:
-            call: Callable[[], T] = lambda: work(db)  # noqa: E731 - smallest closure
-        else:
-            self._began = True
-            call = lambda: _begin_then(db, work)  # noqa: E731
+    async def _begin(self, work: Callable[[Db], T]) -> T:
+        self._writer = await self._storage.acquire_writer()
+        return await self._call(self._writer, lambda db: _begin_then(db, work))
+
+    async def _call(self, connection: Connection, work: Callable[[Db], T]) -> T:
         try:
-            return await self._thread.run(call)
+            return await connection.run(work)
         except sqlite3.Error as exc:
             raise translate_error(exc, self._store) from exc
 
     async def finish(self, *, commit: bool) -> None:
-        """Commit or roll back, if anything was begun."""
-        if not self._began:
-            return
-        self._began = False
-        db = self.db
-        if not (commit and self._wrote):
-            # Ending a transaction that made no change, or discarding one, has nothing to
-            # make durable and nothing to report: queue it and go on. The connection's
-            # thread runs it before the next transaction's first statement.
-            self._thread.submit(lambda: _end_quietly(db))
+        """Commit or roll back, if anything was begun, and let the next writer in."""
+        writer, self._writer = self._writer, None
+        if writer is None:
             return
         try:
-            await self._thread.run(lambda: _finish(db))
-        except sqlite3.Error as exc:
-            raise translate_error(exc, self._store) from exc
+            if commit and self._wrote:
+                await self._call(writer, _finish)
+            else:
+                # Ending a transaction that changed nothing, or discarding one, has
+                # nothing to make durable and nothing to report: queue it and go on.
+                # The writer's thread runs it before the next transaction's first step.
+                writer.submit(_end_quietly)
+        finally:
+            self._storage.release_writer()
 
     # -- streams -----------------------------------------------------------------------
 
@@ -411,7 +441,11 @@ class SqliteSession:
             keys = [column[0] for column in cursor.description]
             return compiled.process_rows(cursor.fetchall(), keys=keys)
 
-        # A user's statement may write: treat it as one, so its commit is awaited.
+        if getattr(statement, "is_select", False):
+            # A SELECT reads committed data without taking the write lock, so a reader
+            # never waits behind a long writing transaction such as a rebuild.
+            return await self._run(work)
+        # Any other statement may write: treat it as one, so its commit is awaited.
         return await self._write(work)
 
 

@@ -1,0 +1,13 @@
+"""The projection contract on the sqlite storage."""
+
+from typing import Any
+
+import pytest
+
+from eventfold.testing.contracts.projections import ProjectionContract
+
+
+class TestSqliteProjections(ProjectionContract):
+    @pytest.fixture
+    def storage(self, sqlite_storage: Any) -> Any:
+        return sqlite_storage
