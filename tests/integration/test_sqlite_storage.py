@@ -238,11 +238,42 @@ async def test_a_write_lock_held_past_the_busy_timeout_is_a_store_unavailable_er
     try:
         with pytest.raises(StoreUnavailableError, match="locked"):
             async with storage.transaction() as session:
-                await session.stream_version("order-1")
+                await session.append("order-1", [event_record()], expected_version=0)
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
         await storage.close()
+
+
+async def test_reads_go_on_while_another_connection_holds_the_write_lock(
+    storage: SqliteStorage, tmp_path: Path
+) -> None:
+    async with storage.transaction() as session:
+        await session.append("order-1", [event_record()], expected_version=0)
+    blocker = sqlite3.connect(tmp_path / "shop.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        assert await versions(storage, "order-1") == [1]
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+
+async def test_overlapping_transactions_in_one_task_read_committed_data(
+    storage: SqliteStorage,
+) -> None:
+    async with storage.transaction() as first, storage.transaction() as second:
+        await first.append("order-1", [event_record()], expected_version=0)
+        assert await second.stream_version("order-1") == 0
+
+
+async def test_a_second_writing_transaction_in_one_task_fails_instead_of_hanging(
+    storage: SqliteStorage,
+) -> None:
+    async with storage.transaction() as first, storage.transaction() as second:
+        await first.append("order-1", [event_record()], expected_version=0)
+        with pytest.raises(PersistenceError, match="one writer at a time"):
+            await second.append("order-2", [event_record()], expected_version=0)
 
 
 async def test_a_cancelled_transaction_rolls_back_and_frees_the_storage(

@@ -73,17 +73,60 @@ def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
         future.set_exception(exc)
 
 
-def open_connection(
-    path: str, *, busy_timeout: float, synchronous: str, uri: bool
+class Connection:
+    """A sqlite3 connection and the thread that serves it."""
+
+    __slots__ = ("_thread", "db")
+
+    def __init__(self, thread: ConnectionThread, db: sqlite3.Connection) -> None:
+        self._thread = thread
+        self.db = db
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work(db)`` on the connection's thread."""
+        db = self.db
+        return await self._thread.run(lambda: work(db))
+
+    def submit(self, work: Callable[[sqlite3.Connection], object]) -> None:
+        """Queue ``work(db)`` without waiting; it must not raise."""
+        db = self.db
+        self._thread.submit(lambda: work(db))
+
+    async def close(self) -> None:
+        """Close the connection and end its thread."""
+        await self._thread.stop(self.db.close)
+
+
+async def open_connection(
+    path: str, *, busy_timeout: float, synchronous: str, read_only: bool
+) -> Connection:
+    """Open ``path`` on a thread of its own, in autocommit mode (eventfold issues BEGIN)."""
+    thread = ConnectionThread(f"eventfold-sqlite-{'reader' if read_only else 'writer'}")
+    try:
+        db = await thread.run(lambda: _connect(path, busy_timeout, synchronous, read_only))
+    except BaseException:
+        await thread.stop(lambda: None)
+        raise
+    return Connection(thread, db)
+
+
+def _connect(
+    path: str, busy_timeout: float, synchronous: str, read_only: bool
 ) -> sqlite3.Connection:
-    """Open ``path`` in autocommit mode (eventfold issues BEGIN/COMMIT itself), WAL on."""
     connection = sqlite3.connect(
-        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False, uri=uri
+        path,
+        timeout=busy_timeout,
+        isolation_level=None,
+        check_same_thread=False,
+        uri=path.startswith("file:"),
     )
     try:
-        # WAL lets readers in other processes go on while one writer writes.
+        # WAL lets readers (this storage's reader connection, other processes) go on
+        # while one writer writes.
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(f"PRAGMA synchronous={synchronous}")
+        if read_only:
+            connection.execute("PRAGMA query_only=ON")
     except BaseException:
         connection.close()
         raise

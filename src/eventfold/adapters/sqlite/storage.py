@@ -1,9 +1,12 @@
-"""SQLite storage: one database file, one connection, one transaction at a time.
+"""SQLite storage: one database file, one writer connection and one reader connection.
 
-SQLite lets one writer at a time hold a database, so this storage runs its
-transactions one after another, in the order tasks open them, on a single connection
-served by its own thread. Every transaction begins as ``BEGIN IMMEDIATE``; other
-processes writing the same file wait for the lock up to ``busy_timeout`` seconds.
+SQLite lets one writer at a time hold a database. A transaction here reads committed
+data through a reader connection, holding no lock, until its first write; then it
+takes the writer connection and the write lock (``BEGIN IMMEDIATE``) until it ends.
+Writing transactions so run one after another, in the order they first write; other
+processes writing the same file wait for the lock up to ``busy_timeout`` seconds. A
+``":memory:"`` database has one connection only, so there every transaction takes the
+lock at its first statement.
 
 Durability: the database runs in WAL mode with ``synchronous=FULL`` by default, so the
 WAL is synced at every commit and a committed transaction survives a power loss.
@@ -23,9 +26,9 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from eventfold.adapters.sql.schema import metadata
-from eventfold.adapters.sqlite._thread import ConnectionThread, open_connection
+from eventfold.adapters.sqlite._thread import Connection, open_connection
 from eventfold.adapters.sqlite.session import SqliteSession
-from eventfold.errors import StoreUnavailableError
+from eventfold.errors import PersistenceError, StoreUnavailableError
 
 __all__ = ["SqliteStorage", "create_sqlite_storage"]
 
@@ -60,9 +63,12 @@ class SqliteStorage:
         self._name = name or f"sqlite:{path}"
         self._busy_timeout = busy_timeout
         self._synchronous = synchronous
-        self._lock = asyncio.Lock()
-        self._thread: ConnectionThread | None = None
-        self._db: sqlite3.Connection | None = None
+        self._single = path == ":memory:" or "mode=memory" in path
+        self._write_lock = asyncio.Lock()
+        self._open_lock = asyncio.Lock()
+        self._writer_task: asyncio.Task[object] | None = None
+        self._writer: Connection | None = None
+        self._reader: Connection | None = None
 
     @property
     def name(self) -> str:
@@ -70,8 +76,8 @@ class SqliteStorage:
         return self._name
 
     def transaction(self) -> _Transaction:
-        """Open one transaction; it waits for the one before it to end."""
-        return _Transaction(self)
+        """Open one transaction; it connects and locks only when it first needs to."""
+        return _Transaction(SqliteSession(self, self._name))
 
     async def create_schema(self) -> None:
         """Create eventfold's tables and indexes if missing (idempotent)."""
@@ -80,55 +86,69 @@ class SqliteStorage:
             await session.run_ddl(statements)
 
     async def close(self) -> None:
-        """Close the connection; a later transaction opens it again."""
-        async with self._lock:
-            thread, db = self._thread, self._db
-            self._thread = self._db = None
-            if thread is not None and db is not None:
-                await thread.stop(db.close)
+        """Close the connections; a later transaction opens them again."""
+        async with self._write_lock:
+            connections = [c for c in (self._reader, self._writer) if c is not None]
+            self._reader = self._writer = None
+            for connection in connections:
+                await connection.close()
 
-    async def _session(self) -> SqliteSession:
-        if self._thread is None or self._db is None:
-            await self._open()
-        assert self._thread is not None
-        assert self._db is not None
-        return SqliteSession(self._thread, self._db, self._name)
+    async def reader(self) -> Connection | None:
+        """The reader connection, opened on first use; None for a one-connection database."""
+        if self._single:
+            return None
+        if self._reader is None:
+            async with self._open_lock:
+                if self._reader is None:
+                    self._reader = await self._open(read_only=True)
+        return self._reader
 
-    async def _open(self) -> None:
-        thread = ConnectionThread(f"eventfold-{self._name}")
-        path = os.fspath(self._path)
+    async def acquire_writer(self) -> Connection:
+        """Wait for the writer connection and keep it until :meth:`release_writer`."""
+        task = asyncio.current_task()
+        if self._write_lock.locked() and task is not None and self._writer_task is task:
+            # Waiting would wait for ourselves: fail loudly instead of hanging.
+            msg = (
+                f"{self._name}: this task already has a writing transaction open and "
+                "SQLite has one writer at a time; end that transaction first"
+            )
+            raise PersistenceError(msg)
+        await self._write_lock.acquire()
+        self._writer_task = task
         try:
-            self._db = await thread.run(
-                lambda: open_connection(
-                    path,
-                    busy_timeout=self._busy_timeout,
-                    synchronous=self._synchronous,
-                    uri=path.startswith("file:"),
-                )
+            if self._writer is None:
+                self._writer = await self._open(read_only=False)
+        except BaseException:
+            self.release_writer()
+            raise
+        return self._writer
+
+    def release_writer(self) -> None:
+        """Let the next transaction write."""
+        self._writer_task = None
+        self._write_lock.release()
+
+    async def _open(self, *, read_only: bool) -> Connection:
+        try:
+            return await open_connection(
+                self._path,
+                busy_timeout=self._busy_timeout,
+                synchronous=self._synchronous,
+                read_only=read_only,
             )
         except sqlite3.Error as exc:
-            await thread.stop(lambda: None)
             raise StoreUnavailableError(self._name, str(exc)) from exc
-        self._thread = thread
 
 
 class _Transaction:
     """``async with storage.transaction() as session``: commit on success, else roll back."""
 
-    __slots__ = ("_session", "_storage")
+    __slots__ = ("_session",)
 
-    def __init__(self, storage: SqliteStorage) -> None:
-        self._storage = storage
-        self._session: SqliteSession | None = None
+    def __init__(self, session: SqliteSession) -> None:
+        self._session = session
 
     async def __aenter__(self) -> SqliteSession:
-        lock = self._storage._lock
-        await lock.acquire()
-        try:
-            self._session = await self._storage._session()
-        except BaseException:
-            lock.release()
-            raise
         return self._session
 
     async def __aexit__(
@@ -137,12 +157,7 @@ class _Transaction:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        session, self._session = self._session, None
-        try:
-            if session is not None:
-                await session.finish(commit=exc_type is None)
-        finally:
-            self._storage._lock.release()
+        await self._session.finish(commit=exc_type is None)
 
 
 def create_sqlite_storage(
