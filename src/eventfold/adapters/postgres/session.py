@@ -39,9 +39,6 @@ _JSON_TYPES = frozenset({"json", "jsonb"})
 _ANY = -1
 """How "any version" travels to the append statement."""
 
-_ANY_ATTEMPTS = 5
-"""An "any" append that loses a race re-reads the head and tries again, this often."""
-
 
 def _expected_number(expected: ExpectedVersion) -> int:
     if expected is StreamState.ANY:
@@ -138,7 +135,14 @@ class PostgresSession:
         if not events:
             return await self._check_unchanged(stream_id, expected_version, expected)
         arrays = _event_arrays(events)
-        for _ in range(_ANY_ATTEMPTS if expected == _ANY else 1):
+        if expected == _ANY:
+            # Appenders that expect nothing would race each other for the next version
+            # and, once one holds a transaction id, could lose to a younger transaction
+            # for good (see sql.APPEND); taking turns per stream avoids both. The lock
+            # is a statement of its own so the append's snapshot is taken after it.
+            await self._execute(sql.LOCK_STREAM, stream_id)
+        previous_head = None
+        while True:
             head, positions, _notified = await self._fetchrow(
                 sql.APPEND, stream_id, expected, *arrays
             )
@@ -150,6 +154,11 @@ class PostgresSession:
                 await self._execute(sql.UNDO_APPEND, positions)
             if expected not in (_ANY, head):
                 raise ConcurrencyError(stream_id, _describe(expected_version), head)
+            if expected != _ANY or head == previous_head:
+                break
+            # "Any" lost a race to a writer that has committed since: try on top of it.
+            # A head that did not move means retrying cannot help (see sql.APPEND).
+            previous_head = head
         # Lost a race (or the stream was last written by a transaction younger than
         # this one, see sql.APPEND): report the version as it is now.
         actual = await self.stream_version(stream_id)

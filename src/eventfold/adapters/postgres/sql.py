@@ -78,6 +78,10 @@ SELECT last.version AS head,
 FROM last
 """
 
+# Transaction-scoped, so released at commit or rollback; the first key keeps eventfold's
+# locks apart from an application's own advisory locks.
+LOCK_STREAM = "SELECT pg_advisory_xact_lock(1702258030, hashtext($1))"
+
 UNDO_APPEND = "DELETE FROM eventfold_events WHERE position = ANY($1::bigint[])"
 
 STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM eventfold_events WHERE stream_id = $1"
