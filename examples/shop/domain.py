@@ -127,6 +127,11 @@ SHOP_EVENTS: tuple[type, ...] = (
 class Product(Entity[str]):
     """A catalogue product, stored as its current state; its events go out for integration."""
 
+    # Annotated so the persistence model knows which attributes make the stored state.
+    name: str
+    price: Decimal
+    active: bool
+
     def __init__(self, product_id: str, name: str, price: Decimal, *, active: bool = True) -> None:
         super().__init__(product_id)
         self.name = name
@@ -268,6 +273,11 @@ LOYALTY_TIERS = ("standard", "silver", "gold", "platinum")
 
 class Customer(Entity[str]):
     """A customer stored as state; loyalty upgrades are recorded as events."""
+
+    name: str
+    email: str
+    tier: str
+    points: int
 
     def __init__(
         self, customer_id: str, name: str, email: str, *, tier: str = "standard", points: int = 0
