@@ -13,7 +13,7 @@ $(BIN)/eventfold: pyproject.toml
 install: $(BIN)/eventfold
 
 demo: install
-	$(BIN)/eventfold demo
+	$(BIN)/python -m examples.shop
 
 lint: install
 	$(BIN)/ruff check src tests examples benchmarks
@@ -28,4 +28,4 @@ bench: install
 	$(BIN)/python -m benchmarks
 
 serve: install
-	$(BIN)/eventfold serve
+	$(BIN)/uvicorn examples.shop.api:app
