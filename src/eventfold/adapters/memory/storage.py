@@ -88,6 +88,7 @@ class _Committed:
     documents: dict[DocumentKey, DocumentRecord] = field(default_factory=dict)
     outbox: list[OutboxEntry] = field(default_factory=list)
     outbox_event_ids: set[UUID] = field(default_factory=set)
+    outbox_last_id: int = 0
     checkpoints: dict[str, LogPosition] = field(default_factory=dict)
     inbox: dict[InboxKey, datetime] = field(default_factory=dict)
 
@@ -284,7 +285,9 @@ class MemorySession:
         committed = self._committed.outbox
         pending = [e for e in committed if e.published_at is None and not e.dead]
         staged = [
-            OutboxEntry(len(committed) + n, message, _now(), 0, None, None, None, dead=False)
+            OutboxEntry(
+                self._committed.outbox_last_id + n, message, _now(), 0, None, None, None, dead=False
+            )
             for n, message in enumerate(self._outbox, start=1)
         ]
         return (pending + staged)[:limit]
@@ -392,7 +395,9 @@ class MemorySession:
         committed = self._committed
         created_at = _now()
         for message in self._outbox:
-            entry_id = len(committed.outbox) + 1
+            # Ids keep growing when published rows are purged from the list.
+            committed.outbox_last_id += 1
+            entry_id = committed.outbox_last_id
             committed.outbox.append(
                 OutboxEntry(entry_id, message, created_at, 0, None, None, None, dead=False)
             )

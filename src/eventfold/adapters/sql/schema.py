@@ -124,6 +124,13 @@ outbox = Table(
         postgresql_where=text("published_at IS NULL"),
         sqlite_where=text("published_at IS NULL"),
     ),
+    # The relay's claim walks due rows in id order; published and dead rows stay out.
+    Index(
+        "eventfold_outbox_due",
+        "id",
+        postgresql_where=text("published_at IS NULL AND NOT dead"),
+        sqlite_where=text("published_at IS NULL AND NOT dead"),
+    ),
 )
 
 checkpoints = Table(
