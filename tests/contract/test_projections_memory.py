@@ -4,10 +4,10 @@ from typing import Any
 
 import pytest
 
-from eventfold.testing.contracts.projections import ProjectionContract
+from eventfold.testing.contracts.projections import DocumentReadModelContract, ProjectionContract
 
 
-class TestMemoryProjections(ProjectionContract):
+class TestMemoryProjections(ProjectionContract, DocumentReadModelContract):
     @pytest.fixture
     def storage(self, memory_storage: Any) -> Any:
         return memory_storage

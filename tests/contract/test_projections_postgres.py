@@ -4,10 +4,10 @@ from typing import Any
 
 import pytest
 
-from eventfold.testing.contracts.projections import ProjectionContract
+from eventfold.testing.contracts.projections import DocumentReadModelContract, ProjectionContract
 
 
-class TestPostgresProjections(ProjectionContract):
+class TestPostgresProjections(ProjectionContract, DocumentReadModelContract):
     @pytest.fixture
     def storage(self, postgres_storage: Any) -> Any:
         return postgres_storage

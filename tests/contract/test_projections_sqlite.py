@@ -4,10 +4,10 @@ from typing import Any
 
 import pytest
 
-from eventfold.testing.contracts.projections import ProjectionContract
+from eventfold.testing.contracts.projections import DocumentReadModelContract, ProjectionContract
 
 
-class TestSqliteProjections(ProjectionContract):
+class TestSqliteProjections(ProjectionContract, DocumentReadModelContract):
     @pytest.fixture
     def storage(self, sqlite_storage: Any) -> Any:
         return sqlite_storage

@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,16 @@ class SearchResult(Generic[T]):
         if self._page is None:
             raise QueryError("await the search result before reading its cursor")
         return self._page.next_cursor
+
+    def map(self, transform: Callable[[T], U]) -> SearchResult[U]:
+        """The same search with every row turned by ``transform``."""
+        fetch = self._fetch
+
+        async def mapped(options: QueryOptions) -> Page[U]:
+            page = await fetch(options)
+            return Page([transform(item) for item in page.items], page.total, page.next_cursor)
+
+        return SearchResult(mapped, self.options)
 
     async def stream(self, batch_size: int = 100) -> AsyncIterator[T]:
         """Every matching row in order, fetched ``batch_size`` rows at a time."""

@@ -9,12 +9,15 @@ version only the first to commit wins. Memory commits are serial, so every event
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from uuid import UUID
 
+from eventfold.application.queries import Page, QueryOptions, SearchResult, query_in_memory
+from eventfold.domain.specification import FieldSet
 from eventfold.errors import ConcurrencyError, DuplicateEventError
 from eventfold.ports.records import (
     LOG_START,
@@ -252,6 +255,36 @@ class MemorySession:
             raise ConcurrencyError(f"{collection}/{key}", expected_version, 0)
         self._touch_document((collection, key), expected_version)
         self._documents[collection, key] = None
+
+    def search_documents(
+        self, collection: str, options: QueryOptions, fields: FieldSet
+    ) -> SearchResult[DocumentRecord]:
+        """The documents of ``collection`` that ``options`` select, page by page."""
+
+        async def fetch(page_options: QueryOptions) -> Page[DocumentRecord]:
+            return query_in_memory(
+                self._collection(collection),
+                page_options,
+                key=lambda record: record.key,
+                fields=fields,
+                view=lambda record: json.loads(record.data),
+            )
+
+        return SearchResult(fetch, options)
+
+    async def clear_documents(self, collection: str) -> int:
+        """Delete every document of ``collection``; return how many."""
+        records = self._collection(collection)
+        for record in records:
+            self._touch_document((collection, record.key), record.version)
+            self._documents[collection, record.key] = None
+        return len(records)
+
+    def _collection(self, collection: str) -> list[DocumentRecord]:
+        keys = {key for c, key in self._committed.documents if c == collection}
+        keys.update(key for c, key in self._documents if c == collection)
+        found = (self._document((collection, key)) for key in sorted(keys))
+        return [record for record in found if record is not None]
 
     def _document(self, key: DocumentKey) -> DocumentRecord | None:
         if key in self._documents:

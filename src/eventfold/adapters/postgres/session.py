@@ -12,7 +12,10 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
 from eventfold.adapters.postgres import sql
 from eventfold.adapters.postgres.errors import DRIVER_ERRORS, translate
+from eventfold.adapters.sql.documents import clear_document_collection, search_document_records
 from eventfold.adapters.sql.statements import compile_statement
+from eventfold.application.queries import QueryOptions, SearchResult
+from eventfold.domain.specification import FieldSet
 from eventfold.errors import ConcurrencyError
 from eventfold.ports.records import (
     LOG_START,
@@ -247,6 +250,16 @@ class PostgresSession:
             deleted = await self._fetchval(sql.DELETE_DOCUMENT, collection, key, expected_version)
         if deleted is None:
             await self._document_conflict(collection, key, expected_version)
+
+    def search_documents(
+        self, collection: str, options: QueryOptions, fields: FieldSet
+    ) -> SearchResult[DocumentRecord]:
+        """The documents of ``collection`` that ``options`` select, page by page."""
+        return search_document_records(self, collection, options, fields)
+
+    async def clear_documents(self, collection: str) -> int:
+        """Delete every document of ``collection``; return how many."""
+        return await clear_document_collection(self, collection)
 
     async def _document_conflict(self, collection: str, key: str, expected_version: int) -> None:
         actual: int = await self._fetchval(sql.DOCUMENT_VERSION, collection, key)

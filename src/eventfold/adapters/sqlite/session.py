@@ -17,7 +17,10 @@ from uuid import UUID
 
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from eventfold.adapters.sql.documents import clear_document_collection, search_document_records
 from eventfold.adapters.sql.statements import compile_statement
+from eventfold.application.queries import QueryOptions, SearchResult
+from eventfold.domain.specification import FieldSet
 from eventfold.errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -379,6 +382,16 @@ class SqliteSession:
         await self._write(lambda db: _delete_document(db, collection, key, expected_version))
 
     # -- outbox ------------------------------------------------------------------------
+
+    def search_documents(
+        self, collection: str, options: QueryOptions, fields: FieldSet
+    ) -> SearchResult[DocumentRecord]:
+        """The documents of ``collection`` that ``options`` select, page by page."""
+        return search_document_records(self, collection, options, fields)
+
+    async def clear_documents(self, collection: str) -> int:
+        """Delete every document of ``collection``; return how many."""
+        return await clear_document_collection(self, collection)
 
     async def add_to_outbox(self, messages: Sequence[OutboxMessage]) -> None:
         """Write one outbox row per message."""

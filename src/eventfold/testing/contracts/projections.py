@@ -20,11 +20,15 @@ from eventfold.application.projections import (
     ProjectionFailedError,
     ProjectionRunner,
 )
+from eventfold.application.queries import QueryOptions
+from eventfold.application.read_models import DocumentReadModel
+from eventfold.domain.errors import UnknownFieldError
+from eventfold.domain.specification import SpecificationBuilder
 from eventfold.ports.records import LOG_START, EventRecord, StreamState
 from eventfold.ports.storage import Storage
 from eventfold.serialization import EventRegistry
 
-__all__ = ["Deposited", "ProjectionContract", "Withdrawn"]
+__all__ = ["Deposited", "DocumentReadModelContract", "ProjectionContract", "Withdrawn"]
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -108,6 +112,23 @@ async def _append(storage: Storage, registry: EventRegistry, *events: object) ->
             )
             account = getattr(event, "account", "x")
             await session.append(f"account-{account}", [record], expected_version=StreamState.ANY)
+    _appended[id(storage)] = _appended.get(id(storage), 0) + len(events)
+    await _until_visible(storage, _appended[id(storage)])
+
+
+_appended: dict[int, int] = {}
+
+
+async def _until_visible(storage: Storage, count: int) -> None:
+    # A global-log reader never passes a transaction still in progress anywhere on the
+    # server (that is what makes it gap-free), so on a busy shared database committed
+    # events may become readable a moment later. Wait for them instead of racing.
+    async with asyncio.timeout(10):
+        while True:
+            async with storage.transaction() as session:
+                if await session.count_after(LOG_START) >= count:
+                    return
+            await asyncio.sleep(0.01)
 
 
 async def _balance(storage: Storage, key: str, collection: str = "balances") -> int | None:
@@ -255,3 +276,105 @@ async def _wait_for_balance(
     async with asyncio.timeout(5):
         while await _balance(storage, key, collection) != expected:
             await asyncio.sleep(0.02)
+
+
+@dataclass(frozen=True)
+class AccountView:
+    """One account as a document read model."""
+
+    account: str
+    balance: int
+    deposits: int
+
+
+accounts = DocumentReadModel("accounts", AccountView, key="account")
+
+
+class AccountViews(Projection):
+    """Account views kept as JSON documents."""
+
+    name: ClassVar[str] = "account-views"
+    read_models: ClassVar[tuple[DocumentReadModel[AccountView], ...]] = (accounts,)
+
+    async def apply_Deposited(self, event: Deposited, context: ProjectionContext) -> None:  # noqa: N802
+        views = accounts.documents(context)
+        view = await views.get(event.account) or AccountView(event.account, 0, 0)
+        await views.put(AccountView(view.account, view.balance + event.amount, view.deposits + 1))
+
+    async def apply_Withdrawn(self, event: Withdrawn, context: ProjectionContext) -> None:  # noqa: N802
+        views = accounts.documents(context)
+        view = await views.get(event.account)
+        if view is not None and view.balance - event.amount == 0:
+            await views.delete(event.account)
+        elif view is not None:
+            await views.put(AccountView(view.account, view.balance - event.amount, view.deposits))
+
+
+class DocumentReadModelContract:
+    """Document read models written by projections and queried by specification."""
+
+    async def _project(self, storage: Storage, *events: object) -> ProjectionRunner:
+        registry = _registry()
+        await _append(storage, registry, *events)
+        runner = ProjectionRunner(storage, registry, [AccountViews()], batch_size=4)
+        await runner.catch_up("account-views")
+        return runner
+
+    async def test_a_document_read_model_holds_what_the_events_add_up_to(
+        self, storage: Storage
+    ) -> None:
+        await self._project(
+            storage, Deposited("a", 5), Deposited("b", 7), Deposited("a", 3), Withdrawn("b", 7)
+        )
+
+        async with storage.transaction() as session:
+            a, b = await accounts.get(session, "a"), await accounts.get(session, "b")
+
+        assert a == AccountView("a", 8, 2)
+        assert b is None
+
+    async def test_a_search_filters_orders_and_pages_by_specification(
+        self, storage: Storage
+    ) -> None:
+        events = [
+            Deposited(name, amount)
+            for name, amount in zip("abcdef", [5, 50, 20, 70, 1, 30], strict=True)
+        ]
+        await self._project(storage, *events)
+        spec = SpecificationBuilder().where("balance", ">=", 20).build()
+        options = QueryOptions(spec).with_ordering("-balance").with_pagination(limit=2).with_total()
+
+        async with storage.transaction() as session:
+            result = accounts.search(session, options)
+            first = await result
+            total = result.total
+            rest = await accounts.search(session, options.with_cursor(result.next_cursor or ""))
+
+        assert [view.account for view in first] == ["d", "b"]
+        assert total == 4
+        assert [view.account for view in rest] == ["f", "c"]
+
+    async def test_a_search_refuses_a_field_the_read_model_does_not_declare(
+        self, storage: Storage
+    ) -> None:
+        spec = SpecificationBuilder().where("name; DROP TABLE x", "=", 1).build()
+
+        async with storage.transaction() as session:
+            with pytest.raises(UnknownFieldError):
+                accounts.search(session, QueryOptions(spec))
+
+    async def test_a_rebuild_clears_the_collection_first(self, storage: Storage) -> None:
+        runner = await self._project(storage, Deposited("a", 5))
+        async with storage.transaction() as session:
+            await session.save_document(
+                "accounts",
+                "stray",
+                '{"account":"stray","balance":1,"deposits":1}',
+                expected_version=0,
+            )
+
+        await runner.rebuild("account-views")
+
+        async with storage.transaction() as session:
+            assert await accounts.get(session, "stray") is None
+            assert await accounts.get(session, "a") == AccountView("a", 5, 1)
