@@ -40,10 +40,14 @@ from eventfold.application.persistence import (
 from eventfold.application.projections import (
     Projection,
     ProjectionContext,
+    ProjectionFailedError,
     ProjectionLag,
     ProjectionRunner,
+    ProjectionStatus,
+    ReadModel,
 )
 from eventfold.application.queries import Page, QueryOptions, SearchResult, query_in_memory
+from eventfold.application.read_models import DocumentReadModel
 from eventfold.application.repositories import (
     DeciderRepository,
     EventSourcedRepository,
@@ -98,6 +102,8 @@ from eventfold.errors import (
     UnknownFieldError,
     UnknownOperatorError,
 )
+from eventfold.application.inbox import IdempotentConsumer, InboxContext, purge_inbox
+from eventfold.application.outbox import OutboxMetrics, OutboxRelay, RetryPolicy
 from eventfold.ports import LOG_START, LogPosition, StreamState
 from eventfold.serialization import EventRegistry, Upcaster
 
@@ -117,6 +123,7 @@ __all__ = [
     "DataSources",
     "Decider",
     "DeciderRepository",
+    "DocumentReadModel",
     "DomainError",
     "DuplicateEventError",
     "DuplicateHandlerError",
@@ -139,7 +146,13 @@ __all__ = [
     "LogPosition",
     "LoggingBehavior",
     "LoggingPersistenceHook",
+    "IdempotentConsumer",
+    "InboxContext",
     "Mediator",
+    "OutboxMetrics",
+    "OutboxRelay",
+    "RetryPolicy",
+    "purge_inbox",
     "MessagingError",
     "MissingEventHandlerError",
     "Next",
@@ -155,13 +168,16 @@ __all__ = [
     "ProblemDetails",
     "Projection",
     "ProjectionContext",
+    "ProjectionFailedError",
     "ProjectionLag",
     "ProjectionRunner",
+    "ProjectionStatus",
     "PublishError",
     "PublishReport",
     "QueryError",
     "QueryHandler",
     "QueryOptions",
+    "ReadModel",
     "RegistrationError",
     "Repository",
     "Request",

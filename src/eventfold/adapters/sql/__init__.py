@@ -1,7 +1,7 @@
-"""What the SQL backends share: the table declarations, table read models and searches."""
+"""What the SQL backends share: table declarations and read models in a user's tables."""
 
-from eventfold.adapters.sql.read_model import TableReadModel
+from eventfold.adapters.sql.read_model import RowBuffer, TableReadModel
 from eventfold.adapters.sql.schema import metadata
-from eventfold.adapters.sql.specification import search_documents, search_table
+from eventfold.adapters.sql.specification import search_table
 
-__all__ = ["TableReadModel", "metadata", "search_documents", "search_table"]
+__all__ = ["RowBuffer", "TableReadModel", "metadata", "search_table"]
