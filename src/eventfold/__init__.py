@@ -18,6 +18,7 @@ from eventfold.application.dispatcher import (
     register_aggregate,
     unit_of_work_factories,
 )
+from eventfold.application.inbox import IdempotentConsumer, InboxContext, purge_inbox
 from eventfold.application.mediator import (
     Behavior,
     CommandHandler,
@@ -31,6 +32,7 @@ from eventfold.application.mediator import (
     RequestContext,
     RequestHandler,
 )
+from eventfold.application.outbox import OutboxMetrics, OutboxRelay, RetryPolicy
 from eventfold.application.persistence import (
     PersistenceModel,
     SnapshotPolicy,
@@ -102,8 +104,6 @@ from eventfold.errors import (
     UnknownFieldError,
     UnknownOperatorError,
 )
-from eventfold.application.inbox import IdempotentConsumer, InboxContext, purge_inbox
-from eventfold.application.outbox import OutboxMetrics, OutboxRelay, RetryPolicy
 from eventfold.ports import LOG_START, LogPosition, StreamState
 from eventfold.serialization import EventRegistry, Upcaster
 
@@ -141,22 +141,20 @@ __all__ = [
     "FieldSet",
     "HandlerFailure",
     "HandlerNotFoundError",
+    "IdempotentConsumer",
+    "InboxContext",
     "InvalidStateError",
     "InvalidValueError",
     "LogPosition",
     "LoggingBehavior",
     "LoggingPersistenceHook",
-    "IdempotentConsumer",
-    "InboxContext",
     "Mediator",
-    "OutboxMetrics",
-    "OutboxRelay",
-    "RetryPolicy",
-    "purge_inbox",
     "MessagingError",
     "MissingEventHandlerError",
     "Next",
     "OperationResult",
+    "OutboxMetrics",
+    "OutboxRelay",
     "Page",
     "PersistenceCall",
     "PersistenceDispatcher",
@@ -183,6 +181,7 @@ __all__ = [
     "Request",
     "RequestContext",
     "RequestHandler",
+    "RetryPolicy",
     "RuleViolationError",
     "SchemaMissingError",
     "SearchResult",
@@ -208,6 +207,7 @@ __all__ = [
     "event_type",
     "event_version",
     "non_event_sourced",
+    "purge_inbox",
     "query_in_memory",
     "register_aggregate",
     "unit_of_work_factories",

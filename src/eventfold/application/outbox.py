@@ -3,7 +3,7 @@
 Each pass claims a batch of due rows, publishes it through a
 :class:`~eventfold.ports.MessagePublisher`, and records every row as published or
 failed before the claim ends. A failed row waits an exponentially growing, jittered
-delay (tenacity's ``wait_exponential_jitter``) before its next attempt.
+delay (tenacity's ``wait_exponential`` plus ``wait_random``) before its next attempt.
 
 - The broker refuses a message (or the publisher raises for it): the batch is retried
   one message at a time to find it; after ``max_attempts`` attempts it is dead, and
@@ -32,8 +32,10 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
+from tenacity.wait import wait_base
 
 from eventfold.application.unit_of_work import Clock, utc_now
 from eventfold.errors import BrokerUnavailableError, StoreUnavailableError
@@ -58,9 +60,10 @@ class RetryPolicy:
     maximum: float = 60.0
     jitter: float = 1.0
 
-    def wait(self) -> wait_exponential_jitter:
+    def wait(self) -> wait_base:
         """The tenacity wait strategy these numbers describe."""
-        return wait_exponential_jitter(initial=self.initial, max=self.maximum, jitter=self.jitter)
+        exponential = wait_exponential(multiplier=self.initial, max=self.maximum)
+        return exponential + wait_random(0, self.jitter)
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after the ``attempt``-th failure (from 1)."""

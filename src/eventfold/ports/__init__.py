@@ -12,6 +12,7 @@ from eventfold.ports.broker import (
     Subscription,
 )
 from eventfold.ports.cache import Cache
+from eventfold.ports.outbox import OutboxClaim, OutboxRelayStore, OutboxStats
 from eventfold.ports.records import (
     LOG_START,
     DocumentRecord,
@@ -58,9 +59,12 @@ __all__ = [
     "MessageHandler",
     "MessagePublisher",
     "MessageSubscriber",
+    "OutboxClaim",
     "OutboxEntry",
     "OutboxMessage",
     "OutboxReader",
+    "OutboxRelayStore",
+    "OutboxStats",
     "OutboxWriter",
     "SnapshotRecord",
     "SnapshotStore",

@@ -1,5 +1,6 @@
 """The PostgreSQL backend (asyncpg): ``create_postgres_storage(dsn, schema=...)``."""
 
+from eventfold.adapters.postgres.outbox import PostgresOutboxStore, create_postgres_outbox_store
 from eventfold.adapters.postgres.session import PostgresSession
 from eventfold.adapters.postgres.storage import (
     PostgresStorage,
@@ -8,8 +9,10 @@ from eventfold.adapters.postgres.storage import (
 )
 
 __all__ = [
+    "PostgresOutboxStore",
     "PostgresSession",
     "PostgresStorage",
     "PostgresTransaction",
+    "create_postgres_outbox_store",
     "create_postgres_storage",
 ]
