@@ -1,0 +1,111 @@
+"""The shop's HTTP API on each SQL backend: statuses, problem details and the OpenAPI schema."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from examples.shop.api import create_app
+
+
+@pytest.fixture
+async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(database_url)
+    async with app.router.lifespan_context(app):
+        await app.state.shop.reset()  # a fresh database per test, whatever ran before
+        await app.state.shop.start()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shop") as client:
+            yield client
+
+
+async def stock(client: httpx.AsyncClient) -> None:
+    await client.post("/products", json={"name": "Tea", "price": "4.50", "product_id": "tea"})
+    await client.post("/products", json={"name": "Pot", "price": "120", "product_id": "pot"})
+    await client.post(
+        "/customers", json={"name": "Ada", "email": "ada@example.com", "customer_id": "ada"}
+    )
+
+
+async def place(client: httpx.AsyncClient, order_id: str, items: list[tuple[str, int]]) -> None:
+    lines = [{"product_id": product, "quantity": quantity} for product, quantity in items]
+    response = await client.post(
+        "/orders", json={"customer_id": "ada", "items": lines, "order_id": order_id}
+    )
+    assert response.status_code == 201, response.text
+
+
+async def test_creating_a_product_answers_201_with_the_product(client: httpx.AsyncClient) -> None:
+    response = await client.post("/products", json={"name": "Tea", "price": "4.50"})
+    assert response.status_code == 201
+    assert response.json()["name"] == "Tea"
+    assert response.json()["price"] == "4.50"
+
+
+async def test_a_bad_price_answers_400_with_each_field_error(client: httpx.AsyncClient) -> None:
+    response = await client.post("/products", json={"name": "", "price": "-1"})
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    errors = {error["field"] for error in response.json()["errors"]}
+    assert errors == {"name", "price"}
+
+
+async def test_an_unknown_order_answers_404_problem(client: httpx.AsyncClient) -> None:
+    response = await client.get("/orders/o-404")
+    assert response.status_code == 404
+    assert response.json()["title"] == "Not Found"
+
+
+async def test_cancelling_a_cancelled_order_answers_409(client: httpx.AsyncClient) -> None:
+    await stock(client)
+    await place(client, "o-1", [("tea", 1)])
+    first = await client.post("/orders/o-1/cancel", json={"reason": "changed my mind"})
+    second = await client.post("/orders/o-1/cancel", json={"reason": "changed my mind"})
+    assert first.status_code == 200
+    assert second.status_code == 409
+    assert second.json()["detail"] == "order o-1 is cancelled"
+
+
+async def test_a_large_order_lifts_the_customers_tier_in_the_same_request(
+    client: httpx.AsyncClient,
+) -> None:
+    await stock(client)
+    await place(client, "o-1", [("pot", 1)])
+    customer = (await client.get("/customers/ada")).json()
+    assert (customer["tier"], customer["points"]) == ("silver", 120)
+
+
+async def test_orders_are_listed_by_specification_newest_first(
+    client: httpx.AsyncClient,
+) -> None:
+    await stock(client)
+    await place(client, "o-1", [("tea", 2)])
+    await place(client, "o-2", [("pot", 1)])
+    await place(client, "o-3", [("pot", 2)])
+    response = await client.get("/orders", params={"customer_id": "ada", "min_total": "100"})
+    page = response.json()
+    assert [item["order_id"] for item in page["items"]] == ["o-3", "o-2"]
+    assert page["total"] == 2
+
+
+async def test_order_pages_follow_the_cursor(client: httpx.AsyncClient) -> None:
+    await stock(client)
+    for number in range(3):
+        await place(client, f"o-{number}", [("tea", 1)])
+    first = (await client.get("/orders", params={"limit": 2})).json()
+    after = {"limit": 2, "after": first["next_cursor"]}
+    second = (await client.get("/orders", params=after)).json()
+    seen = [item["order_id"] for item in first["items"] + second["items"]]
+    assert sorted(seen) == ["o-0", "o-1", "o-2"]
+
+
+async def test_the_openapi_schema_lists_the_routes_and_their_problems(
+    client: httpx.AsyncClient,
+) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    assert {"/products", "/orders", "/orders/{order_id}/cancel"} <= set(schema["paths"])
+    cancel = schema["paths"]["/orders/{order_id}/cancel"]["post"]["responses"]
+    assert {"200", "400", "404", "409"} <= set(cancel)
+    assert "application/problem+json" in cancel["409"]["content"]
+    assert "422" not in schema["paths"]["/products"]["post"]["responses"]
