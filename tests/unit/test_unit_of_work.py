@@ -1,0 +1,51 @@
+"""Unit of work wiring rules, on the in-memory storage."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventfold import (
+    ConfigurationError,
+    EventRegistry,
+    PersistenceModel,
+    RequestContext,
+    UnitOfWork,
+)
+from eventfold.adapters.memory import create_memory_storage
+from tests.unit.test_persistence_model import Cart, Note
+
+
+def unit_of_work() -> UnitOfWork:
+    model = PersistenceModel()
+    model.event_sourced(Cart)
+    model.state_stored(Note)
+    return UnitOfWork(create_memory_storage(), model, EventRegistry())
+
+
+def test_a_request_without_transaction_behavior_has_no_unit_of_work() -> None:
+    with pytest.raises(ConfigurationError, match="TransactionBehavior"):
+        UnitOfWork.of(RequestContext(object(), "corr-1"))
+
+
+def test_a_state_stored_type_has_no_event_sourced_repository() -> None:
+    with pytest.raises(ConfigurationError, match="not event-sourced"):
+        unit_of_work().event_sourced(Note)  # type: ignore[type-var]
+
+
+def test_an_event_sourced_type_has_no_state_stored_repository() -> None:
+    with pytest.raises(ConfigurationError, match="not state-stored"):
+        unit_of_work().state_stored(Cart)
+
+
+async def test_a_committed_unit_of_work_cannot_be_used_again() -> None:
+    uow = unit_of_work()
+    await uow.commit()
+    with pytest.raises(ConfigurationError, match="finished"):
+        await uow.event_sourced(Cart).get("c-1")
+
+
+async def test_a_unit_of_work_returns_the_instance_it_already_loaded() -> None:
+    uow = unit_of_work()
+    cart = Cart("c-1")
+    uow.event_sourced(Cart).add(cart)
+    assert await uow.event_sourced(Cart).get("c-1") is cart
