@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from eventfold.adapters.sql import metadata
 from eventfold.adapters.url import SUPPORTED_URLS, sqlite_path, storage_from_url
 from eventfold.application.projections import ProjectionRunner, projection_lag
+from eventfold.cli_outbox import app as outbox_app
 from eventfold.errors import ConfigurationError, EventfoldError
 from eventfold.ports import Storage
 
@@ -44,6 +45,7 @@ projections_app = typer.Typer(help="Projections: lag and rebuilds.", no_args_is_
 app.add_typer(db_app, name="db")
 app.add_typer(streams_app, name="streams")
 app.add_typer(projections_app, name="projections")
+app.add_typer(outbox_app, name="outbox")
 
 out = Console()
 err = Console(stderr=True)

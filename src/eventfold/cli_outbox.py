@@ -1,0 +1,226 @@
+"""``eventfold outbox``: run the relay as its own process, watch it, handle dead letters.
+
+``run`` relays until SIGTERM or SIGINT, then finishes the batch in hand and exits 0.
+Every command takes ``--database-url`` (``EVENTFOLD_DATABASE_URL``); ``run`` also takes
+``--broker-url`` (``EVENTFOLD_BROKER_URL``): ``amqp://...``, ``nats://...``,
+``redis://...`` or ``memory``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from eventfold.adapters.memory import MemoryStorage, create_memory_broker
+from eventfold.adapters.memory.outbox import create_memory_outbox_store
+from eventfold.adapters.postgres import PostgresStorage
+from eventfold.adapters.postgres.outbox import create_postgres_outbox_store
+from eventfold.adapters.sqlite import SqliteStorage
+from eventfold.adapters.sqlite.outbox import create_sqlite_outbox_store
+from eventfold.adapters.url import SUPPORTED_URLS, storage_from_url
+from eventfold.application.outbox import OutboxRelay, RetryPolicy
+from eventfold.errors import ConfigurationError, EventfoldError
+from eventfold.ports import MessageBroker, OutboxEntry, OutboxRelayStore, Storage
+
+__all__ = ["app", "broker_from_url", "relay_store_for", "serve_relay"]
+
+T = TypeVar("T")
+BROKER_URLS = "amqp://user:pass@host:5672/, nats://host:4222, redis://host:6379/0 or memory"
+
+app = typer.Typer(help="The outbox relay and its dead letters.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+DatabaseUrl = Annotated[
+    str,
+    typer.Option("--database-url", envvar="EVENTFOLD_DATABASE_URL", help=SUPPORTED_URLS),
+]
+BrokerUrl = Annotated[
+    str, typer.Option("--broker-url", envvar="EVENTFOLD_BROKER_URL", help=BROKER_URLS)
+]
+
+
+def relay_store_for(storage: Storage) -> OutboxRelayStore:
+    """The relay store of one of eventfold's storages."""
+    if isinstance(storage, PostgresStorage):
+        return create_postgres_outbox_store(storage)
+    if isinstance(storage, SqliteStorage):
+        return create_sqlite_outbox_store(storage)
+    if isinstance(storage, MemoryStorage):
+        return create_memory_outbox_store(storage)
+    msg = f"no outbox relay store for {type(storage).__qualname__}"
+    raise ConfigurationError(msg)
+
+
+def broker_from_url(url: str, *, name: str = "eventfold") -> MessageBroker:
+    """A broker for ``url``; ``name`` is the exchange, stream prefix or subject prefix."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme in ("amqp", "amqps"):
+        from eventfold.adapters.rabbitmq import create_rabbitmq_broker  # noqa: PLC0415
+
+        return create_rabbitmq_broker(url, exchange=name)
+    if scheme in ("nats", "tls"):
+        from eventfold.adapters.nats import create_nats_broker  # noqa: PLC0415
+
+        return create_nats_broker(url, stream=name.upper(), subject_prefix=name)
+    if scheme in ("redis", "rediss"):
+        from eventfold.adapters.redis import create_redis_streams_broker  # noqa: PLC0415
+
+        return create_redis_streams_broker(url, prefix=name)
+    if scheme == "memory":
+        return create_memory_broker()
+    msg = f"unsupported broker URL scheme {scheme!r}: use {BROKER_URLS}"
+    raise ConfigurationError(msg)
+
+
+async def serve_relay(relay: OutboxRelay) -> None:
+    """Run ``relay`` until SIGTERM or SIGINT, then let it finish its batch."""
+    loop = asyncio.get_running_loop()
+    stopping: set[asyncio.Task[None]] = set()
+
+    def request_stop() -> None:
+        stopping.add(loop.create_task(relay.stop()))
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, request_stop)
+    try:
+        await relay.run()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        if stopping:
+            await asyncio.gather(*stopping)
+
+
+def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work``; an eventfold error becomes one red line and exit code 1."""
+    try:
+        return asyncio.run(work())
+    except EventfoldError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+async def _with_store(database_url: str, work: Callable[[OutboxRelayStore], Awaitable[T]]) -> T:
+    storage = storage_from_url(database_url)
+    try:
+        return await work(relay_store_for(storage))
+    finally:
+        await storage.close()
+
+
+@app.command("run")
+def run(
+    *,
+    database_url: DatabaseUrl,
+    broker_url: BrokerUrl,
+    name: Annotated[str, typer.Option(help="Exchange, stream or prefix name.")] = "eventfold",
+    batch_size: Annotated[int, typer.Option(min=1)] = 500,
+    poll_interval: Annotated[float, typer.Option(min=0.01)] = 0.5,
+    max_attempts: Annotated[int, typer.Option(min=1)] = 10,
+) -> None:
+    """Relay outbox rows to the broker until SIGTERM or SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    async def work() -> None:
+        storage = storage_from_url(database_url)
+        broker = broker_from_url(broker_url, name=name)
+        relay = OutboxRelay(
+            relay_store_for(storage),
+            broker,
+            batch_size=batch_size,
+            poll_interval=poll_interval,
+            retry=RetryPolicy(max_attempts=max_attempts),
+        )
+        try:
+            await serve_relay(relay)
+        finally:
+            await broker.close()
+            await storage.close()
+
+    _run(work)
+
+
+@app.command("status")
+def status(database_url: DatabaseUrl) -> None:
+    """Backlog, age of the oldest unpublished row, dead letters."""
+    stats = _run(lambda: _with_store(database_url, lambda store: store.outbox_stats()))
+    oldest = stats.oldest_unpublished_at
+    age = "-" if oldest is None else f"{(datetime.now(UTC) - oldest).total_seconds():.1f}s"
+    table = Table("backlog", "oldest unpublished", "dead letters")
+    table.add_row(str(stats.backlog), age, str(stats.dead))
+    out.print(table)
+
+
+@app.command("dead-letters")
+def dead_letters(
+    database_url: DatabaseUrl,
+    entry_id: Annotated[int | None, typer.Argument(help="Show this row in full.")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+) -> None:
+    """List dead rows, or show one in full."""
+    if entry_id is not None:
+        entry = _run(lambda: _with_store(database_url, lambda store: store.load_entry(entry_id)))
+        if entry is None:
+            err.print(f"[red]error:[/red] no outbox row {entry_id}")
+            raise typer.Exit(1)
+        out.print_json(json.dumps(_describe(entry)))
+        return
+    entries = _run(lambda: _with_store(database_url, lambda store: store.read_dead(limit=limit)))
+    table = Table("id", "type", "aggregate", "attempts", "last error")
+    for e in entries:
+        aggregate = f"{e.message.aggregate_type}/{e.message.aggregate_id}"
+        table.add_row(str(e.id), e.message.type_name, aggregate, str(e.attempts), e.last_error)
+    out.print(table)
+
+
+@app.command("requeue")
+def requeue(
+    database_url: DatabaseUrl,
+    entry_ids: Annotated[list[int] | None, typer.Argument(help="Rows to requeue.")] = None,
+    requeue_all: Annotated[bool, typer.Option("--all", help="Requeue every dead row.")] = False,
+) -> None:
+    """Make dead rows due again, with their attempts reset."""
+    if bool(entry_ids) == requeue_all:
+        err.print("[red]error:[/red] name row ids or pass --all (not both)")
+        raise typer.Exit(2)
+    ids = None if requeue_all else entry_ids
+    count = _run(lambda: _with_store(database_url, lambda store: store.requeue(ids)))
+    out.print(f"requeued {count} row(s)")
+
+
+def _describe(entry: OutboxEntry) -> dict[str, Any]:
+    message = entry.message
+
+    def stamp(moment: datetime | None) -> str | None:
+        return None if moment is None else moment.isoformat()
+
+    return {
+        "id": entry.id,
+        "event_id": str(message.event_id),
+        "type": message.type_name,
+        "schema_version": message.schema_version,
+        "aggregate": f"{message.aggregate_type}/{message.aggregate_id}",
+        "occurred_at": stamp(message.occurred_at),
+        "created_at": stamp(entry.created_at),
+        "attempts": entry.attempts,
+        "next_attempt_at": stamp(entry.next_attempt_at),
+        "published_at": stamp(entry.published_at),
+        "dead": entry.dead,
+        "last_error": entry.last_error,
+        "correlation_id": message.correlation_id,
+        "data": json.loads(message.data),
+    }
+
+
+if __name__ == "__main__":
+    app()
