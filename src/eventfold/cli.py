@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -183,17 +182,16 @@ def streams_show(stream_id: str, database_url: DatabaseUrl = None) -> None:
     if not stored:
         err.print(f"[red]error:[/red] no stream {stream_id!r} in {storage.name}", highlight=False)
         raise typer.Exit(1)
-    table = Table("v", "event", "occurred at", "actor", "correlation id", "data", title=stream_id)
+    out.rule(f"{stream_id} ({len(stored)} events)")
     for event in stored:
-        table.add_row(
-            str(event.version),
-            f"{event.type_name} (schema v{event.schema_version})",
-            _time(event.occurred_at),
-            event.actor or "",
-            event.correlation_id or "",
-            json.dumps(json.loads(event.data), indent=None),
+        # One block per event: payloads are too wide for a table column.
+        out.print(
+            f"[bold]v{event.version}[/bold] {event.type_name} (schema v{event.schema_version}) "
+            f"at {_time(event.occurred_at)}  actor={event.actor or '-'}  "
+            f"correlation={event.correlation_id or '-'}",
+            highlight=False,
         )
-    out.print(table)
+        out.print_json(event.data, indent=None)
 
 
 async def _read_stream(storage: Storage, stream_id: str) -> list[Any]:
