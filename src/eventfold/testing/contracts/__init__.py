@@ -1,6 +1,7 @@
 """Contract test suites: subclass one in a test module and provide its ``storage`` fixture."""
 
 from eventfold.testing.contracts.outbox import OutboxRelayContract
+from eventfold.testing.contracts.persistence import PersistenceContract, SqlTableContract
 from eventfold.testing.contracts.storage import StorageContract
 
-__all__ = ["OutboxRelayContract", "StorageContract"]
+__all__ = ["OutboxRelayContract", "PersistenceContract", "SqlTableContract", "StorageContract"]
