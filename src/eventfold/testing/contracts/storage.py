@@ -104,9 +104,26 @@ async def append(
     *records: EventRecord,
     expected: ExpectedVersion = StreamState.ANY,
 ) -> int:
-    """Append ``records`` in a transaction of their own."""
+    """Append ``records`` in a transaction of their own; return once the log shows them."""
     async with storage.transaction() as session:
-        return await session.append(stream_id, records, expected_version=expected)
+        version = await session.append(stream_id, records, expected_version=expected)
+    await until_readable(storage, stream_id)
+    return version
+
+
+async def until_readable(storage: Storage, stream_id: str, seconds: float = 10.0) -> None:
+    """Wait until the global log shows the last event of ``stream_id``.
+
+    A gap-free log never passes a transaction still in progress anywhere on the server,
+    so on a shared, busy database a committed event may become readable a moment later.
+    """
+    async with asyncio.timeout(seconds):
+        while True:
+            async with storage.transaction() as session:
+                last = (await session.read_stream(stream_id))[-1:]
+                if not last or await session.log_head() >= last[0].log_position:
+                    return
+            await asyncio.sleep(0.01)
 
 
 async def read(storage: Storage, stream_id: str) -> list[StoredEvent]:
