@@ -269,7 +269,22 @@ class PostgresSession:
 
     async def add_to_outbox(self, messages: Sequence[OutboxMessage]) -> None:
         """Write one outbox row per message, all in one statement."""
-        if messages:
+        if len(messages) == 1:
+            m = messages[0]
+            await self._execute(
+                sql.ADD_ONE_TO_OUTBOX,
+                m.event_id,
+                m.type_name,
+                m.schema_version,
+                m.aggregate_type,
+                m.aggregate_id,
+                m.data,
+                m.occurred_at,
+                m.correlation_id,
+                m.causation_id,
+                m.actor,
+            )
+        elif messages:
             await self._execute(sql.ADD_TO_OUTBOX, *_outbox_arrays(messages))
 
     async def read_outbox(self, *, limit: int = 100) -> list[OutboxEntry]:

@@ -184,6 +184,15 @@ FROM unnest(
 ORDER BY e.n
 """
 
+# The common case, one message per command, without the arrays: cheaper to bind and plan.
+ADD_ONE_TO_OUTBOX = """
+INSERT INTO eventfold_outbox (
+    event_id, type_name, schema_version, aggregate_type, aggregate_id, data,
+    occurred_at, correlation_id, causation_id, actor, created_at
+)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, now())
+"""
+
 READ_OUTBOX = """
 SELECT id, event_id, type_name, schema_version, aggregate_type, aggregate_id, data::text,
        occurred_at, correlation_id, causation_id, actor, created_at, attempts,
