@@ -50,7 +50,8 @@ __all__ = ["RabbitMQBroker", "RabbitMQSubscription", "create_rabbitmq_broker"]
 _log = logging.getLogger(__name__)
 _NAME = "rabbitmq"
 # Errors that mean "the broker (or the way to it) is gone", as opposed to a refusal.
-_UNREACHABLE = (OSError, TimeoutError, aiormq.exceptions.ChannelInvalidStateError)
+# aio-pika raises a bare RuntimeError for a channel whose connection has closed.
+_UNREACHABLE = (OSError, TimeoutError, RuntimeError, aiormq.exceptions.ChannelInvalidStateError)
 
 
 @contextlib.contextmanager
