@@ -37,6 +37,7 @@ _COLUMNS = (
 # $1 limit, $2 now. `claimed` locks due rows, skipping those another relay holds;
 # `blocked` finds, per claimed aggregate, its first pending row this claim does not
 # hold (held elsewhere, or not due yet); claimed rows from there on are left alone.
+# Only rows below the highest claimed id can block one, which keeps the scan short.
 CLAIM = f"""
 WITH claimed AS (
     SELECT {_COLUMNS} FROM eventfold_outbox
@@ -50,6 +51,7 @@ WITH claimed AS (
     FROM eventfold_outbox o
     WHERE o.published_at IS NULL AND NOT o.dead
       AND o.aggregate_id IN (SELECT aggregate_id FROM claimed)
+      AND o.id < (SELECT max(id) FROM claimed)
       AND o.id NOT IN (SELECT id FROM claimed)
     GROUP BY o.aggregate_id
 )

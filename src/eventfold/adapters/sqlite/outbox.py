@@ -36,6 +36,7 @@ WITH claimed AS (
     FROM eventfold_outbox o
     WHERE o.published_at IS NULL AND NOT o.dead
       AND o.aggregate_id IN (SELECT aggregate_id FROM claimed)
+      AND o.id < (SELECT max(id) FROM claimed)
       AND o.id NOT IN (SELECT id FROM claimed)
     GROUP BY o.aggregate_id
 )
