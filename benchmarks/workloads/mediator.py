@@ -79,11 +79,11 @@ async def _paired(
     """µs per command of both callables, alternating blocks so machine load hits both."""
     spent = [0.0, 0.0]
     sides = (through, direct)
+    gc.collect()
     for number, start in enumerate(range(0, n, block)):
         order = (0, 1) if number % 2 == 0 else (1, 0)
         for side in order:
             commands = [make(side, i) for i in range(start, min(n, start + block))]
-            gc.collect()
             started = time.perf_counter()
             for command in commands:
                 await sides[side](command)
@@ -96,7 +96,7 @@ def _commands(n: int, tag: str) -> list[OpenAccount]:
 
 
 async def _dispatch_only(context: Context) -> Row:
-    n = context.n(20_000, 1000)
+    n = context.n(10_000, 1000)
     store: dict[str, list[object]] = {}
     handler = DictHandler(store)
     mediator = Mediator([passthrough] * 4)
@@ -118,7 +118,7 @@ async def _dispatch_only(context: Context) -> Row:
 
 
 async def _shipped(context: Context) -> Row:
-    n = context.n(20_000, 1000)
+    n = context.n(10_000, 1000)
     store: dict[str, list[object]] = {}
     handler = DictHandler(store)
     behaviors: list[Any] = [
