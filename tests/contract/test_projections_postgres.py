@@ -4,10 +4,16 @@ from typing import Any
 
 import pytest
 
-from eventfold.testing.contracts.projections import DocumentReadModelContract, ProjectionContract
+from eventfold.testing.contracts.projections import (
+    DocumentReadModelContract,
+    InlineProjectionContract,
+    ProjectionContract,
+)
 
 
-class TestPostgresProjections(ProjectionContract, DocumentReadModelContract):
+class TestPostgresProjections(
+    ProjectionContract, DocumentReadModelContract, InlineProjectionContract
+):
     @pytest.fixture
     def storage(self, postgres_storage: Any) -> Any:
         return postgres_storage

@@ -81,7 +81,13 @@ class _EventSourcedChange:
             return
         aggregate_id = self.aggregate.id
         stream_id = self.model.stream_id(aggregate_id)
-        records = batch.records(events, self.model.name, str(aggregate_id))
+        records = batch.records(
+            events,
+            self.model.name,
+            str(aggregate_id),
+            stream_id=stream_id,
+            first_version=self.loaded_version + 1,
+        )
         session = batch.session
         self.new_version = await session.append(
             stream_id, records, expected_version=self.loaded_version

@@ -8,6 +8,7 @@ handed to in-process handlers; a failed commit publishes nothing and leaves noth
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from uuid import UUID, uuid4
 
 from eventfold.application.mediator import Next, RequestContext
 from eventfold.application.persistence import EventSourcedModel, PersistenceModel
+from eventfold.application.projections import Projection, ProjectionContext
 from eventfold.application.repositories import (
     Change,
     DeciderRepository,
@@ -28,7 +30,9 @@ from eventfold.application.repositories import (
 from eventfold.application.results import OperationResult
 from eventfold.domain.aggregate import AggregateRoot
 from eventfold.domain.decider import Decider
+from eventfold.domain.dispatch import find_handler
 from eventfold.domain.entity import Entity
+from eventfold.domain.events import EventMetadata
 from eventfold.errors import ConfigurationError
 from eventfold.ports import EventRecord, OutboxMessage, Storage, StorageSession, StoredEvent
 from eventfold.serialization import EventRegistry
@@ -42,6 +46,8 @@ __all__ = [
     "create_tables",
     "utc_now",
 ]
+
+logger = logging.getLogger("eventfold.unit_of_work")
 
 A = TypeVar("A", bound=AggregateRoot[Any, Any])
 T = TypeVar("T", bound=Entity[Any])
@@ -66,7 +72,7 @@ class _Rollback(Exception):  # noqa: N818 - a signal handed to the transaction, 
 class CommitBatch:
     """What one commit writes: encodes each event once, for its stream and its outbox row."""
 
-    __slots__ = ("_uow", "now", "outbox", "published", "session")
+    __slots__ = ("_uow", "metadata", "now", "outbox", "published", "session")
 
     def __init__(self, uow: UnitOfWork, session: StorageSession, now: datetime) -> None:
         self._uow = uow
@@ -74,11 +80,23 @@ class CommitBatch:
         self.now = now
         self.outbox: list[OutboxMessage] = []
         self.published: list[object] = []
+        # Metadata is only built when inline projections need it: the hot path skips it.
+        self.metadata: list[EventMetadata] | None = [] if uow.inline_projections else None
 
     def records(
-        self, events: Sequence[object], aggregate_type: str, aggregate_id: str
+        self,
+        events: Sequence[object],
+        aggregate_type: str,
+        aggregate_id: str,
+        *,
+        stream_id: str | None = None,
+        first_version: int = 0,
     ) -> list[EventRecord]:
-        """Event records for ``events``; their outbox messages are added to the batch."""
+        """Event records for ``events``; their outbox messages are added to the batch.
+
+        ``stream_id`` and ``first_version`` describe where an event-sourced aggregate's
+        events land, for the metadata inline projections see.
+        """
         uow = self._uow
         encode = uow.events.encode
         new_id = uow.new_id
@@ -115,7 +133,28 @@ class CommitBatch:
                 )
             )
         self.published.extend(events)
+        if self.metadata is not None:
+            self.metadata.extend(
+                _metadata(record, stream_id or f"{aggregate_type}-{aggregate_id}", version)
+                for record, version in zip(
+                    records, range(first_version, first_version + len(records)), strict=True
+                )
+            )
         return records
+
+
+def _metadata(record: EventRecord, stream_id: str, version: int) -> EventMetadata:
+    return EventMetadata(
+        event_id=record.event_id,
+        type_name=record.type_name,
+        schema_version=record.schema_version,
+        stream_id=stream_id,
+        version=version,
+        occurred_at=record.occurred_at,
+        correlation_id=record.correlation_id,
+        causation_id=record.causation_id,
+        actor=record.actor,
+    )
 
 
 class UnitOfWork:
@@ -133,8 +172,11 @@ class UnitOfWork:
         correlation_id: str | None = None,
         causation_id: str | None = None,
         actor: str | None = None,
+        inline_projections: Sequence[Projection] = (),
     ) -> None:
         self.storage = storage
+        self.inline_projections = tuple(inline_projections)
+        self._after_commit: list[Callable[[], Awaitable[object]]] = []
         self.model = model
         self.events = events
         self.clock = clock
@@ -241,6 +283,8 @@ class UnitOfWork:
                 await change.flush(batch)
             for change in self._staged:
                 await change.flush(batch)
+            if batch.metadata is not None:
+                await self._project_inline(batch, batch.metadata)
             if batch.outbox:
                 await batch.session.add_to_outbox(batch.outbox)
         except BaseException as exc:
@@ -249,8 +293,37 @@ class UnitOfWork:
         await self._end(None)
         for _, change in self._changes.values():
             change.settle()
+        await self._run_after_commit()
         await self._dispatch(batch.published)
         return batch.published
+
+    def after_commit(self, callback: Callable[[], Awaitable[object]]) -> None:
+        """Run ``callback`` once this unit of work has committed (never after a rollback).
+
+        Callbacks run before in-process handlers; one that fails is logged and the rest
+        still run, because the transaction has already committed.
+        """
+        self._after_commit.append(callback)
+
+    async def _run_after_commit(self) -> None:
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            try:
+                await callback()
+            except Exception:  # the commit stands; a failing callback must not hide it
+                logger.exception("an after-commit callback failed")
+
+    async def _project_inline(self, batch: CommitBatch, metadata: list[EventMetadata]) -> None:
+        # Inline projections write their read models in the command's own transaction,
+        # so a reader sees them as soon as the command committed (read-your-writes).
+        context = ProjectionContext(batch.session)
+        for event, event_metadata in zip(batch.published, metadata, strict=True):
+            context.metadata = event_metadata
+            for projection in self.inline_projections:
+                handler = find_handler(type(projection), type(event))
+                if handler is not None:
+                    await handler(projection, event, context)
+        await context.flush()
 
     async def rollback(self) -> None:
         """Discard every write; nothing is published."""
@@ -298,6 +371,7 @@ class DataSource:
     publish: Publish | None = None
     clock: Clock = utc_now
     new_id: IdFactory = uuid4
+    inline_projections: Sequence[Projection] = ()
 
     def unit_of_work(self, context: RequestContext | None = None) -> UnitOfWork:
         """A new unit of work, carrying the request's correlation, causation and actor."""
@@ -311,6 +385,7 @@ class DataSource:
             correlation_id=None if context is None else context.correlation_id,
             causation_id=None if context is None else context.causation_id,
             actor=None if context is None else context.actor,
+            inline_projections=self.inline_projections,
         )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from eventfold.domain.errors import MissingEventHandlerError
 
-Handler = Callable[[Any, Any], Any]
+Handler = Callable[..., Any]
 
 
 @cache

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import pytest
 
+from eventfold.application.persistence import PersistenceModel
 from eventfold.application.projections import (
     Projection,
     ProjectionContext,
@@ -22,13 +24,23 @@ from eventfold.application.projections import (
 )
 from eventfold.application.queries import QueryOptions
 from eventfold.application.read_models import DocumentReadModel
+from eventfold.application.unit_of_work import DataSource
+from eventfold.domain.aggregate import AggregateRoot
 from eventfold.domain.errors import UnknownFieldError
 from eventfold.domain.specification import SpecificationBuilder
+from eventfold.errors import ConcurrencyError
 from eventfold.ports.records import LOG_START, EventRecord, StreamState
 from eventfold.ports.storage import Storage
 from eventfold.serialization import EventRegistry
+from eventfold.testing.contracts.storage import until_readable
 
-__all__ = ["Deposited", "DocumentReadModelContract", "ProjectionContract", "Withdrawn"]
+__all__ = [
+    "Deposited",
+    "DocumentReadModelContract",
+    "InlineProjectionContract",
+    "ProjectionContract",
+    "Withdrawn",
+]
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -112,23 +124,8 @@ async def _append(storage: Storage, registry: EventRegistry, *events: object) ->
             )
             account = getattr(event, "account", "x")
             await session.append(f"account-{account}", [record], expected_version=StreamState.ANY)
-    _appended[id(storage)] = _appended.get(id(storage), 0) + len(events)
-    await _until_visible(storage, _appended[id(storage)])
-
-
-_appended: dict[int, int] = {}
-
-
-async def _until_visible(storage: Storage, count: int) -> None:
-    # A global-log reader never passes a transaction still in progress anywhere on the
-    # server (that is what makes it gap-free), so on a busy shared database committed
-    # events may become readable a moment later. Wait for them instead of racing.
-    async with asyncio.timeout(10):
-        while True:
-            async with storage.transaction() as session:
-                if await session.count_after(LOG_START) >= count:
-                    return
-            await asyncio.sleep(0.01)
+    for account in {getattr(event, "account", "x") for event in events}:
+        await until_readable(storage, f"account-{account}")
 
 
 async def _balance(storage: Storage, key: str, collection: str = "balances") -> int | None:
@@ -378,3 +375,92 @@ class DocumentReadModelContract:
         async with storage.transaction() as session:
             assert await accounts.get(session, "stray") is None
             assert await accounts.get(session, "a") == AccountView("a", 5, 1)
+
+
+@dataclass
+class AccountState:
+    """What an account's events add up to."""
+
+    balance: int = 0
+
+    def apply_Deposited(self, event: Deposited) -> None:  # noqa: N802
+        self.balance += event.amount
+
+
+class Account(AggregateRoot[AccountState, str]):
+    """An event-sourced account."""
+
+    def deposit(self, amount: int) -> None:
+        self.record(Deposited(self.id, amount))
+
+
+class InlineProjectionContract:
+    """Inline projections write their read models inside the command's own transaction."""
+
+    def _source(self, storage: Storage) -> DataSource:
+        model = PersistenceModel()
+        model.event_sourced(Account)
+        return DataSource(
+            "default", storage, model, _registry(), inline_projections=[AccountViews()]
+        )
+
+    async def test_an_inline_projection_is_readable_as_soon_as_the_command_commits(
+        self, storage: Storage
+    ) -> None:
+        source = self._source(storage)
+        async with source.unit_of_work() as uow:
+            account = Account("a")
+            account.deposit(5)
+            account.deposit(2)
+            uow.repository(Account).add(account)
+            await uow.commit()
+
+        async with storage.transaction() as session:
+            assert await accounts.get(session, "a") == AccountView("a", 7, 2)
+
+    async def test_an_inline_projection_rolls_back_with_a_failed_command(
+        self, storage: Storage
+    ) -> None:
+        source = self._source(storage)
+        async with source.unit_of_work() as uow:
+            account = Account("a")
+            account.deposit(5)
+            uow.repository(Account).add(account)
+            await uow.commit()
+
+        with pytest.raises(ConcurrencyError):  # a second new account with the same id
+            await _open_account(source, "a", 100)
+
+        async with storage.transaction() as session:
+            assert await accounts.get(session, "a") == AccountView("a", 5, 1)
+
+    async def test_after_commit_callbacks_run_only_when_the_commit_succeeded(
+        self, storage: Storage
+    ) -> None:
+        source = self._source(storage)
+        calls: list[str] = []
+
+        async def note(label: str) -> None:
+            calls.append(label)
+
+        await _open_account(source, "a", 1, after_commit=lambda: note("committed"))
+        with pytest.raises(ConcurrencyError):
+            await _open_account(source, "a", 1, after_commit=lambda: note("rolled back"))
+
+        assert calls == ["committed"]
+
+
+async def _open_account(
+    source: DataSource,
+    account_id: str,
+    amount: int,
+    *,
+    after_commit: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    async with source.unit_of_work() as uow:
+        account = Account(account_id)
+        account.deposit(amount)
+        uow.repository(Account).add(account)
+        if after_commit is not None:
+            uow.after_commit(after_commit)
+        await uow.commit()
