@@ -16,6 +16,7 @@ from eventfold.adapters.sql.read_model import TableReadModel
 from eventfold.application.projections import Projection, ProjectionContext, ProjectionRunner
 from eventfold.ports.records import EventRecord, StreamState
 from eventfold.serialization import EventRegistry
+from eventfold.testing.contracts.storage import until_readable
 
 metadata = MetaData()
 totals_table = Table(
@@ -67,6 +68,8 @@ async def append_payments(storage: Any, registry: EventRegistry, payments: list[
             await session.append(
                 f"account-{payment.account}", [record], expected_version=StreamState.ANY
             )
+    for account in {payment.account for payment in payments}:
+        await until_readable(storage, f"account-{account}")
 
 
 async def read_totals(storage: Any) -> dict[str, tuple[int, int]]:

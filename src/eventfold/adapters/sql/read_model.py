@@ -57,11 +57,15 @@ class RowBuffer:
         self._known_empty = known_empty
         self._rows: dict[Key, dict[str, Any] | None] = {}
         self._dirty: set[Key] = set()
+        # Keys already written to the table by this buffer; while the table is known to
+        # have started empty, every other key is known to be absent without a query.
+        self._stored: set[Key] = set()
 
     async def get(self, *key: Any) -> dict[str, Any] | None:
         """The row with this primary key (as changed so far in the batch), or None."""
         if key not in self._rows:
-            self._rows[key] = None if self._known_empty else await self._load(key)
+            absent = self._known_empty and key not in self._stored
+            self._rows[key] = None if absent else await self._load(key)
         row = self._rows[key]
         return dict(row) if row is not None else None
 
@@ -83,17 +87,19 @@ class RowBuffer:
         keys = list(self._dirty)
         columns = self._model.key_columns
         table = self._model.table
-        if not self._known_empty:
+        stale = keys if not self._known_empty else [k for k in keys if k in self._stored]
+        if stale:
             if len(columns) == 1:
-                condition = columns[0].in_([key[0] for key in keys])
+                condition = columns[0].in_([key[0] for key in stale])
             else:
-                condition = tuple_(*columns).in_(keys)
+                condition = tuple_(*columns).in_(stale)
             await self._context.execute(delete(table).where(condition))
         live = [row for key in keys if (row := self._rows[key]) is not None]
         if live:
             await self._context.execute(insert(table).values(live))
-        # After this flush every row of the table that was touched is known exactly.
-        self._known_empty = False
+        if self._known_empty:
+            self._stored.update(self._model.key_of(row) for row in live)
+            self._stored.difference_update(k for k in keys if self._rows[k] is None)
         self._dirty.clear()
 
     async def _load(self, key: Key) -> dict[str, Any] | None:
