@@ -10,9 +10,10 @@ from eventfold.adapters.memory.outbox import create_memory_outbox_store
 from eventfold.adapters.postgres.outbox import create_postgres_outbox_store
 from eventfold.adapters.sqlite.outbox import create_sqlite_outbox_store
 from eventfold.testing.contracts import OutboxRelayContract
+from eventfold.testing.contracts.outbox import CompetingRelaysContract
 
 
-class TestMemoryOutboxRelayStore(OutboxRelayContract):
+class TestMemoryOutboxRelayStore(OutboxRelayContract, CompetingRelaysContract):
     @pytest.fixture
     def storage(self, memory_storage: Any) -> Any:
         return memory_storage
@@ -23,7 +24,7 @@ class TestMemoryOutboxRelayStore(OutboxRelayContract):
 
 
 class TestSqliteOutboxRelayStore(OutboxRelayContract):
-    competing_relays = False
+    """SQLite runs one relay per database file: no competing-relays tests."""
 
     @pytest.fixture
     def storage(self, sqlite_storage: Any) -> Any:
@@ -35,7 +36,7 @@ class TestSqliteOutboxRelayStore(OutboxRelayContract):
 
 
 @pytest.mark.postgres
-class TestPostgresOutboxRelayStore(OutboxRelayContract):
+class TestPostgresOutboxRelayStore(OutboxRelayContract, CompetingRelaysContract):
     @pytest.fixture
     def storage(self, postgres_storage: Any) -> Any:
         return postgres_storage

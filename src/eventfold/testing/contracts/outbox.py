@@ -2,7 +2,7 @@
 
 Subclass :class:`OutboxRelayContract` and provide two fixtures: ``storage`` (a fresh
 storage with its schema) and ``outbox_store`` (the relay store over that storage).
-Set ``competing_relays = False`` for a backend that runs one relay at a time.
+Backends that run several relays at once also subclass :class:`CompetingRelaysContract`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from eventfold.ports import OutboxMessage, Storage
 from eventfold.ports.outbox import OutboxRelayStore
 from eventfold.ports.records import OutboxEntry
 
-__all__ = ["OutboxRelayContract", "add_outbox_rows", "relay_message"]
+__all__ = ["CompetingRelaysContract", "OutboxRelayContract", "add_outbox_rows", "relay_message"]
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 """A claim time later than any row a test writes, so every new row is due."""
@@ -74,8 +74,6 @@ async def _publish_all(store: OutboxRelayStore, *, at: datetime = NOW) -> None:
 
 class OutboxRelayContract:
     """Tests every relay store must pass."""
-
-    competing_relays = True
 
     async def test_a_claim_hands_out_due_rows_in_order_with_their_messages(
         self, storage: Storage, outbox_store: OutboxRelayStore
@@ -220,11 +218,13 @@ class OutboxRelayContract:
         assert (await outbox_store.outbox_stats()).backlog == 1
         assert entry.message.aggregate_id == "a-3"
 
+
+class CompetingRelaysContract:
+    """Relays on one database share the work: for backends that run several at once."""
+
     async def test_competing_claims_never_share_a_row_nor_split_an_aggregates_order(
         self, storage: Storage, outbox_store: OutboxRelayStore
     ) -> None:
-        if not self.competing_relays:
-            pytest.skip("this backend runs one relay at a time")
         await add_outbox_rows(storage, "a-1", "a-2", "a-1", "a-3")
         holding = asyncio.Event()
         release = asyncio.Event()
