@@ -79,6 +79,7 @@ from eventfold.domain.specification import FieldSet, Specification, Specificatio
 from eventfold.errors import (
     AggregateNotFoundError,
     BrokerUnavailableError,
+    CheckpointConflictError,
     ConcurrencyError,
     ConfigurationError,
     DomainError,
@@ -116,6 +117,7 @@ __all__ = [
     "BrokerUnavailableError",
     "CacheCodec",
     "CachingPersistenceDispatcher",
+    "CheckpointConflictError",
     "CommandHandler",
     "ConcurrencyError",
     "ConfigurationError",

@@ -20,6 +20,7 @@ never has to catch an asyncpg, aiosqlite, redis or aio-pika exception.
     │   └── EventDecodeError             a payload does not fit its class (type, version, field)
     ├── PersistenceError
     │   ├── ConcurrencyError             optimistic concurrency check failed
+    │   │   └── CheckpointConflictError  another reader of the log moved a checkpoint first
     │   ├── DuplicateEventError          an event id is already stored (event log or outbox)
     │   ├── AggregateNotFoundError       also an EntityNotFoundError
     │   ├── StoreUnavailableError        the database cannot be reached
@@ -52,6 +53,7 @@ from eventfold.domain.errors import (
 __all__ = [
     "AggregateNotFoundError",
     "BrokerUnavailableError",
+    "CheckpointConflictError",
     "ConcurrencyError",
     "ConfigurationError",
     "DomainError",
@@ -150,6 +152,28 @@ class ConcurrencyError(PersistenceError):
         self.stream_id = stream_id
         self.expected = expected
         self.actual = actual
+
+
+class CheckpointConflictError(ConcurrencyError):
+    """Another reader of the log moved a checkpoint first; nothing of this batch was saved."""
+
+    # Positions in the log, not stream versions: (commit, position) tuples or None.
+    actual: object  # type: ignore[assignment]
+
+    def __init__(self, name: str, expected: object, actual: object) -> None:
+        PersistenceError.__init__(
+            self,
+            f"checkpoint {name!r} was moved by another reader: expected "
+            f"{_position(expected)}, found {_position(actual)}",
+        )
+        self.stream_id = f"checkpoint:{name}"
+        self.name = name
+        self.expected = expected
+        self.actual = actual
+
+
+def _position(position: object) -> str:
+    return "no checkpoint" if position is None else repr(position)
 
 
 class DuplicateEventError(PersistenceError):

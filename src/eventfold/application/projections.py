@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from eventfold.domain.dispatch import find_handler
 from eventfold.domain.errors import ConfigurationError, EventfoldError
 from eventfold.domain.events import EventMetadata
+from eventfold.errors import ConcurrencyError
 from eventfold.ports.records import LOG_START, LogPosition, StoredEvent
 from eventfold.ports.storage import Storage, StorageSession
 from eventfold.serialization import EventRegistry
@@ -180,14 +181,31 @@ class ProjectionRunner:
     async def process_batch(self, name: str) -> int:
         """Apply the next batch after the checkpoint in one transaction; return its size."""
         projection = self._projection(name)
+        while True:
+            loaded: LogPosition | None = None
+            try:
+                async with self._storage.transaction() as session:
+                    loaded = await session.load_checkpoint(name)
+                    records = await session.read_log(
+                        after=loaded or LOG_START, limit=self._batch_size
+                    )
+                    if not records:
+                        return 0
+                    # Claim the batch before applying it (compare-and-set): of two runners
+                    # of one projection, the loser fails here or at commit, rolls back
+                    # everything it wrote and reads again from the winner's checkpoint.
+                    position = records[-1].log_position
+                    await session.save_checkpoint(name, position, expected=loaded)
+                    await self._apply_all(projection, records, ProjectionContext(session))
+            except ConcurrencyError:
+                if await self._checkpoint(name) == loaded:
+                    raise
+                continue
+            return len(records)
+
+    async def _checkpoint(self, name: str) -> LogPosition | None:
         async with self._storage.transaction() as session:
-            checkpoint = await session.load_checkpoint(name) or LOG_START
-            records = await session.read_log(after=checkpoint, limit=self._batch_size)
-            if not records:
-                return 0
-            await self._apply_all(projection, records, ProjectionContext(session))
-            await session.save_checkpoint(name, records[-1].log_position)
-        return len(records)
+            return await session.load_checkpoint(name)
 
     async def catch_up(self, name: str) -> int:
         """Process batches until the projection reaches the head; return events processed."""
@@ -203,10 +221,27 @@ class ProjectionRunner:
         they never see a half-built one.
         """
         projection = self._projection(name)
+        while True:
+            before = await self._checkpoint(name)
+            try:
+                done = await self._rebuild(projection, on_progress)
+            except ConcurrencyError:
+                if await self._checkpoint(name) == before:
+                    raise
+                continue  # a live runner moved the checkpoint first: replay again
+            self._status[name] = ProjectionStatus(name, "idle")
+            return done
+
+    async def _rebuild(self, projection: Projection, on_progress: ProgressCallback | None) -> int:
+        name = projection.name
         async with self._storage.transaction() as session:
             # Count before the first write: on PostgreSQL a transaction that holds a
             # transaction id sees only the log committed before it began.
             total = await session.count_after(LOG_START)
+            # Claim the checkpoint first: a live runner of this projection waits for the
+            # rebuild (or fails at commit) and goes on from the position the rebuild saves.
+            loaded = await session.load_checkpoint(name)
+            await session.save_checkpoint(name, LOG_START, expected=loaded)
             context = ProjectionContext(session, rebuilding=True)
             await projection.reset(context)
             position, done = LOG_START, 0
@@ -216,8 +251,7 @@ class ProjectionRunner:
                 done += len(records)
                 if on_progress is not None:
                     on_progress(done, max(total, done))
-            await session.save_checkpoint(name, position)
-        self._status[name] = ProjectionStatus(name, "idle")
+            await session.save_checkpoint(name, position, expected=LOG_START)
         return done
 
     async def lag(self, name: str) -> ProjectionLag:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from uuid import UUID
 
 from eventfold.ports.records import (
@@ -24,6 +24,7 @@ from eventfold.ports.records import (
     OutboxMessage,
     SnapshotRecord,
     StoredEvent,
+    StreamState,
 )
 
 if TYPE_CHECKING:
@@ -134,8 +135,20 @@ class CheckpointStore(Protocol):
         """The saved position, or None when the reader has never run."""
         ...
 
-    async def save_checkpoint(self, name: str, position: LogPosition) -> None:
-        """Save the position (in the caller's transaction)."""
+    async def save_checkpoint(
+        self,
+        name: str,
+        position: LogPosition,
+        *,
+        expected: LogPosition | Literal[StreamState.ANY] | None = StreamState.ANY,
+    ) -> None:
+        """Save the position (in the caller's transaction), if the saved one is ``expected``.
+
+        ``expected`` is the position this reader loaded (``None``: no checkpoint saved
+        yet); when another transaction moved the checkpoint first, nothing is saved and
+        :class:`~eventfold.errors.CheckpointConflictError` is raised, so two readers of one
+        name never both apply a batch. ``StreamState.ANY`` saves unconditionally.
+        """
         ...
 
 

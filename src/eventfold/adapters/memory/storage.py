@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 from uuid import UUID
 
 from eventfold.application.queries import Page, QueryOptions, SearchResult, query_in_memory
 from eventfold.domain.specification import FieldSet
-from eventfold.errors import ConcurrencyError, DuplicateEventError
+from eventfold.errors import CheckpointConflictError, ConcurrencyError, DuplicateEventError
 from eventfold.ports.records import (
     LOG_START,
     DocumentRecord,
@@ -110,6 +111,7 @@ class MemorySession:
         self._outbox: list[OutboxMessage] = []
         self._outbox_event_ids: set[UUID] = set()
         self._checkpoints: dict[str, LogPosition] = {}
+        self._checkpoint_bases: dict[str, LogPosition | None] = {}
         self._inbox: dict[InboxKey, datetime] = {}
         self._inbox_purged_before: datetime | None = None
 
@@ -332,8 +334,20 @@ class MemorySession:
         staged = self._checkpoints.get(name)
         return staged if staged is not None else self._committed.checkpoints.get(name)
 
-    async def save_checkpoint(self, name: str, position: LogPosition) -> None:
-        """Stage the position."""
+    async def save_checkpoint(
+        self,
+        name: str,
+        position: LogPosition,
+        *,
+        expected: LogPosition | Literal[StreamState.ANY] | None = StreamState.ANY,
+    ) -> None:
+        """Stage the position; the expectation is checked now and again on commit."""
+        if expected is not StreamState.ANY:
+            actual = await self.load_checkpoint(name)
+            if actual != expected:
+                raise CheckpointConflictError(name, expected, actual)
+            # Like a document: remember the committed position this session builds on.
+            self._checkpoint_bases.setdefault(name, self._committed.checkpoints.get(name))
         self._checkpoints[name] = LogPosition(*position)
 
     # -- inbox -------------------------------------------------------------------------
@@ -385,6 +399,12 @@ class MemorySession:
         for event_id in self._staged_event_ids:
             if event_id in committed.event_ids:
                 raise DuplicateEventError(event_id)
+        # Checkpoints first: a reader that lost the race is told so, not that a read
+        # model's document changed under it.
+        for name, checkpoint in self._checkpoint_bases.items():
+            moved = committed.checkpoints.get(name)
+            if moved != checkpoint:
+                raise CheckpointConflictError(name, checkpoint, moved)
         for key, base in self._document_bases.items():
             document = committed.documents.get(key)
             actual = 0 if document is None else document.version

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
@@ -16,7 +16,7 @@ from eventfold.adapters.sql.documents import clear_document_collection, search_d
 from eventfold.adapters.sql.statements import compile_statement
 from eventfold.application.queries import QueryOptions, SearchResult
 from eventfold.domain.specification import FieldSet
-from eventfold.errors import ConcurrencyError
+from eventfold.errors import CheckpointConflictError, ConcurrencyError
 from eventfold.ports.records import (
     LOG_START,
     DocumentRecord,
@@ -299,9 +299,29 @@ class PostgresSession:
         row = await self._fetchrow(sql.LOAD_CHECKPOINT, name)
         return None if row is None else LogPosition(row[0], row[1])
 
-    async def save_checkpoint(self, name: str, position: LogPosition) -> None:
-        """Save the position (in this transaction)."""
-        await self._execute(sql.SAVE_CHECKPOINT, name, position[0], position[1])
+    async def save_checkpoint(
+        self,
+        name: str,
+        position: LogPosition,
+        *,
+        expected: LogPosition | Literal[StreamState.ANY] | None = StreamState.ANY,
+    ) -> None:
+        """Save the position (in this transaction), if the saved one is ``expected``.
+
+        The conditional update locks the checkpoint row: a competing reader's update
+        waits for this transaction, then finds the position moved and matches no row.
+        """
+        if expected is StreamState.ANY:
+            await self._execute(sql.SAVE_CHECKPOINT, name, position[0], position[1])
+            return
+        if expected is None:
+            status = await self._execute(sql.INSERT_CHECKPOINT, name, position[0], position[1])
+        else:
+            status = await self._execute(
+                sql.UPDATE_CHECKPOINT, name, expected[0], expected[1], position[0], position[1]
+            )
+        if not status.endswith(" 1"):
+            raise CheckpointConflictError(name, expected, await self.load_checkpoint(name))
 
     # -- inbox -------------------------------------------------------------------------
 

@@ -213,6 +213,17 @@ ON CONFLICT (name) DO UPDATE SET
     updated_at = excluded.updated_at
 """
 
+INSERT_CHECKPOINT = """
+INSERT INTO eventfold_checkpoints (name, commit_id, position, updated_at)
+VALUES ($1, $2, $3, now())
+ON CONFLICT (name) DO NOTHING
+"""
+
+UPDATE_CHECKPOINT = """
+UPDATE eventfold_checkpoints SET commit_id = $4, position = $5, updated_at = now()
+WHERE name = $1 AND commit_id = $2 AND position = $3
+"""
+
 MARK_PROCESSED = """
 INSERT INTO eventfold_inbox (event_id, handler_name, processed_at)
 VALUES ($1, $2, now())

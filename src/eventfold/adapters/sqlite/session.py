@@ -12,7 +12,7 @@ import contextlib
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from uuid import UUID
 
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -22,6 +22,7 @@ from eventfold.adapters.sql.statements import compile_statement
 from eventfold.application.queries import QueryOptions, SearchResult
 from eventfold.domain.specification import FieldSet
 from eventfold.errors import (
+    CheckpointConflictError,
     ConcurrencyError,
     DuplicateEventError,
     PersistenceError,
@@ -413,10 +414,19 @@ class SqliteSession:
         row = await self._run(lambda db: db.execute(sql, (name,)).fetchone())
         return None if row is None else LogPosition(*row)
 
-    async def save_checkpoint(self, name: str, position: LogPosition) -> None:
-        """Save the position (in the caller's transaction)."""
-        params = (name, position.commit, position.position, _now())
-        await self._write(lambda db: db.execute(_SAVE_CHECKPOINT, params))
+    async def save_checkpoint(
+        self,
+        name: str,
+        position: LogPosition,
+        *,
+        expected: LogPosition | Literal[StreamState.ANY] | None = StreamState.ANY,
+    ) -> None:
+        """Save the position (in the caller's transaction), if the saved one is ``expected``."""
+        if expected is StreamState.ANY:
+            params = (name, position.commit, position.position, _now())
+            await self._write(lambda db: db.execute(_SAVE_CHECKPOINT, params))
+            return
+        await self._write(lambda db: _save_checkpoint_if(db, name, position, expected))
 
     # -- inbox -------------------------------------------------------------------------
 
@@ -570,6 +580,28 @@ def _save_document(db: Db, collection: str, key: str, data: str, expected: int) 
         actual = _document_version(db, collection, key)
         raise ConcurrencyError(f"{collection}/{key}", expected, actual)
     return expected + 1
+
+
+def _save_checkpoint_if(
+    db: Db, name: str, position: LogPosition, expected: LogPosition | None
+) -> None:
+    if expected is None:
+        sql = (
+            "INSERT INTO eventfold_checkpoints (name, commit_id, position, updated_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
+        )
+        changed = db.execute(sql, (name, position.commit, position.position, _now())).rowcount
+    else:
+        sql = (
+            "UPDATE eventfold_checkpoints SET commit_id = ?, position = ?, updated_at = ? "
+            "WHERE name = ? AND commit_id = ? AND position = ?"
+        )
+        params = (position.commit, position.position, _now(), name, *expected)
+        changed = db.execute(sql, params).rowcount
+    if changed != 1:
+        sql = "SELECT commit_id, position FROM eventfold_checkpoints WHERE name = ?"
+        row = db.execute(sql, (name,)).fetchone()
+        raise CheckpointConflictError(name, expected, None if row is None else LogPosition(*row))
 
 
 def _delete_document(db: Db, collection: str, key: str, expected: int) -> None:

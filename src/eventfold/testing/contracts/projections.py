@@ -260,6 +260,69 @@ class ProjectionContract:
         assert middle.events_behind == 1
         assert (after.events_behind, after.seconds_behind) == (0, 0.0)
 
+    async def test_two_runners_of_one_projection_apply_every_event_exactly_once(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        await _append(storage, registry, *[Deposited("a", n) for n in range(1, 21)])
+        first, second = (
+            ProjectionRunner(storage, registry, [Applications()], batch_size=3) for _ in range(2)
+        )
+
+        counts = await asyncio.gather(
+            first.catch_up("applications"), second.catch_up("applications")
+        )
+
+        assert sum(counts) == 20
+        assert await _applications(storage) == [1] * 20
+
+    async def test_a_rebuild_racing_a_live_runner_applies_every_event_exactly_once(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        await _append(storage, registry, *[Deposited("a", n) for n in range(1, 11)])
+        live = ProjectionRunner(storage, registry, [Applications()], batch_size=3)
+        await live.catch_up("applications")
+        await _append(storage, registry, *[Deposited("b", n) for n in range(1, 11)])
+        rebuilding = ProjectionRunner(storage, registry, [Applications()], batch_size=3)
+
+        await asyncio.gather(live.catch_up("applications"), rebuilding.rebuild("applications"))
+        await live.catch_up("applications")
+
+        assert await _applications(storage) == [1] * 20
+
+
+@dataclass(frozen=True)
+class Applied:
+    """How many times a projection applied one event (exactly once, if all is well)."""
+
+    event_id: str
+    count: int
+
+
+applied = DocumentReadModel("applications", Applied, key="event_id")
+
+
+class Applications(Projection):
+    """Counts the applications of each event, yielding between events to invite races."""
+
+    name: ClassVar[str] = "applications"
+    read_models: ClassVar[tuple[DocumentReadModel[Applied], ...]] = (applied,)
+
+    async def apply_Deposited(self, event: Deposited, context: ProjectionContext) -> None:  # noqa: N802
+        assert context.metadata is not None
+        documents = applied.documents(context)
+        event_id = str(context.metadata.event_id)
+        seen = await documents.get(event_id) or Applied(event_id, 0)
+        await asyncio.sleep(0)
+        await documents.put(Applied(event_id, seen.count + 1))
+
+
+async def _applications(storage: Storage) -> list[int]:
+    async with storage.transaction() as session:
+        found = [item async for item in applied.search(session, QueryOptions()).stream()]
+    return [item.count for item in found]
+
 
 async def _wait_until(condition: Any, seconds: float = 5.0) -> None:
     async with asyncio.timeout(seconds):

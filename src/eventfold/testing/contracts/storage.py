@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from eventfold.errors import ConcurrencyError, DuplicateEventError
+from eventfold.errors import CheckpointConflictError, ConcurrencyError, DuplicateEventError
 from eventfold.ports import (
     LOG_START,
     EventRecord,
@@ -490,6 +490,60 @@ class StorageContract:
         async with storage.transaction() as session:
             assert await session.load_checkpoint("orders-view") == LogPosition(7, 12)
             assert await session.load_checkpoint("other-view") is None
+
+    async def test_a_checkpoint_moves_when_the_saved_one_is_the_expected_one(
+        self, storage: Storage
+    ) -> None:
+        async with storage.transaction() as session:
+            await session.save_checkpoint("orders-view", LogPosition(0, 3), expected=None)
+        async with storage.transaction() as session:
+            await session.save_checkpoint(
+                "orders-view", LogPosition(0, 5), expected=LogPosition(0, 3)
+            )
+        async with storage.transaction() as session:
+            assert await session.load_checkpoint("orders-view") == LogPosition(0, 5)
+
+    async def test_a_checkpoint_expected_absent_but_saved_is_refused(
+        self, storage: Storage
+    ) -> None:
+        async with storage.transaction() as session:
+            await session.save_checkpoint("orders-view", LogPosition(0, 3))
+        with pytest.raises(CheckpointConflictError) as conflict:
+            async with storage.transaction() as session:
+                await session.save_checkpoint("orders-view", LogPosition(0, 9), expected=None)
+        assert (conflict.value.name, conflict.value.expected) == ("orders-view", None)
+        assert conflict.value.actual == LogPosition(0, 3)
+        assert "orders-view" in str(conflict.value)
+
+    async def test_of_two_readers_expecting_one_checkpoint_only_the_first_saves(
+        self, storage: Storage
+    ) -> None:
+        async with storage.transaction() as session:
+            await session.save_checkpoint("orders-view", LogPosition(0, 3))
+        loaded = 0
+        both_loaded = asyncio.Event()
+
+        async def advance(position: LogPosition) -> None:
+            nonlocal loaded
+            async with storage.transaction() as session:
+                expected = await session.load_checkpoint("orders-view")
+                loaded += 1
+                if loaded == 2:
+                    both_loaded.set()
+                await both_loaded.wait()
+                await session.save_checkpoint("orders-view", position, expected=expected)
+
+        outcomes = await asyncio.gather(
+            advance(LogPosition(0, 4)), advance(LogPosition(0, 5)), return_exceptions=True
+        )
+
+        conflicts = [o for o in outcomes if isinstance(o, CheckpointConflictError)]
+        assert len(conflicts) == 1, outcomes
+        assert conflicts[0].expected == LogPosition(0, 3)
+        winner = LogPosition(0, 4) if outcomes[0] is None else LogPosition(0, 5)
+        assert conflicts[0].actual == winner
+        async with storage.transaction() as session:
+            assert await session.load_checkpoint("orders-view") == winner
 
     # -- inbox -------------------------------------------------------------------------
 
