@@ -49,7 +49,7 @@ from eventfold.application.projections import (
     ReadModel,
 )
 from eventfold.application.queries import Page, QueryOptions, SearchResult, query_in_memory
-from eventfold.application.read_models import DocumentReadModel
+from eventfold.application.read_models import DocumentReadModel, register_read_model
 from eventfold.application.repositories import (
     DeciderRepository,
     EventSourcedRepository,
@@ -212,5 +212,6 @@ __all__ = [
     "purge_inbox",
     "query_in_memory",
     "register_aggregate",
+    "register_read_model",
     "unit_of_work_factories",
 ]

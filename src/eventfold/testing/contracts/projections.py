@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from eventfold.application.dispatcher import PersistenceDispatcher, PersistenceRegistry
 from eventfold.application.persistence import PersistenceModel
 from eventfold.application.projections import (
     Projection,
@@ -23,8 +24,8 @@ from eventfold.application.projections import (
     ProjectionRunner,
 )
 from eventfold.application.queries import QueryOptions
-from eventfold.application.read_models import DocumentReadModel
-from eventfold.application.unit_of_work import DataSource
+from eventfold.application.read_models import DocumentReadModel, register_read_model
+from eventfold.application.unit_of_work import DataSource, UnitOfWork
 from eventfold.domain.aggregate import AggregateRoot
 from eventfold.domain.errors import UnknownFieldError
 from eventfold.domain.specification import SpecificationBuilder
@@ -422,6 +423,22 @@ class DocumentReadModelContract:
         async with storage.transaction() as session:
             with pytest.raises(UnknownFieldError):
                 accounts.search(session, QueryOptions(spec))
+
+    async def test_the_dispatcher_fetches_a_read_model_by_ids_and_by_specification(
+        self, storage: Storage
+    ) -> None:
+        await self._project(storage, Deposited("a", 5), Deposited("b", 50), Deposited("c", 20))
+        registry: PersistenceRegistry[UnitOfWork] = PersistenceRegistry()
+        register_read_model(registry, accounts)
+        source = DataSource("default", storage, PersistenceModel(), _registry())
+        dispatcher = PersistenceDispatcher(registry, {"default": source.unit_of_work})
+        rich = SpecificationBuilder().where("balance", ">", 10).build()
+
+        by_ids = await dispatcher.fetch(AccountView, ["c", "missing", "a"])
+        found = await dispatcher.fetch(AccountView, QueryOptions(rich).with_ordering("account"))
+
+        assert [view.account for view in by_ids] == ["c", "a"]
+        assert [view.account for view in await found] == ["b", "c"]
 
     async def test_a_rebuild_clears_the_collection_first(self, storage: Storage) -> None:
         runner = await self._project(storage, Deposited("a", 5))
