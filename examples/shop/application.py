@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,10 +9,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
 from eventfold import (
     CommandHandler,
+    EventEnvelope,
     InvalidStateError,
     OperationResult,
     QueryHandler,
@@ -418,23 +418,26 @@ class GetOrderHandler(_Handler, QueryHandler[GetOrder, OrderView]):
 
 class GetOrderHistoryHandler(_Handler, QueryHandler[GetOrderHistory, list[AuditEntry]]):
     async def handle(self, query: GetOrderHistory, /) -> OperationResult[list[AuditEntry]]:
-        stream_id = self.uow.model.model_for(Order).stream_id(query.order_id)  # type: ignore[union-attr]
-        session = await self.uow.session()
-        stored = await session.read_stream(stream_id)
-        if not stored:
+        history = await self.uow.event_sourced(Order).history(query.order_id)
+        if not history:
             return self.not_found(f"order {query.order_id!r} was not found")
-        return self.ok([_audit_entry(event) for event in stored])
+        return self.ok([_audit_entry(envelope) for envelope in history])
 
 
-def _audit_entry(event: Any) -> AuditEntry:
+def _audit_entry(envelope: EventEnvelope[object]) -> AuditEntry:
+    metadata = envelope.metadata
     return AuditEntry(
-        event.version,
-        event.type_name,
-        event.occurred_at,
-        event.actor,
-        event.correlation_id,
-        json.loads(event.data),
+        metadata.version,
+        metadata.type_name,
+        metadata.occurred_at,
+        metadata.actor,
+        metadata.correlation_id,
+        _EVENT_DATA.dump_python(envelope.event, mode="json"),
     )
+
+
+# Any event as the JSON it is stored as (dataclasses, Decimal, datetime), for the audit view.
+_EVENT_DATA: TypeAdapter[Any] = TypeAdapter(Any)
 
 
 class SearchOrdersHandler(_Handler, QueryHandler[SearchOrders, OrderSummaryPage]):

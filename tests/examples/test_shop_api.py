@@ -109,3 +109,26 @@ async def test_the_openapi_schema_lists_the_routes_and_their_problems(
     assert {"200", "400", "404", "409"} <= set(cancel)
     assert "application/problem+json" in cancel["409"]["content"]
     assert "422" not in schema["paths"]["/products"]["post"]["responses"]
+
+
+async def test_an_orders_history_lists_its_events_with_actor_and_data(
+    client: httpx.AsyncClient,
+) -> None:
+    await stock(client)
+    await client.post(
+        "/orders",
+        json={
+            "customer_id": "ada",
+            "items": [{"product_id": "tea", "quantity": 2}],
+            "order_id": "o-1",
+        },
+        headers={"X-Actor": "ada"},
+    )
+    history = (await client.get("/orders/o-1/history")).json()
+    assert [entry["event"] for entry in history] == [
+        "shop.OrderDrafted",
+        "shop.OrderItemAdded",
+        "shop.OrderPlaced",
+    ]
+    assert {entry["actor"] for entry in history} == {"ada"}
+    assert history[1]["data"]["line"] == {"product_id": "tea", "quantity": 2, "unit_price": "4.50"}

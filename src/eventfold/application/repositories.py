@@ -16,8 +16,9 @@ from eventfold.application.persistence import EventSourcedModel, StateStoredMode
 from eventfold.domain.aggregate import AggregateRoot
 from eventfold.domain.decider import Decider
 from eventfold.domain.entity import Entity
+from eventfold.domain.events import EventEnvelope, EventMetadata
 from eventfold.errors import AggregateNotFoundError, ConfigurationError
-from eventfold.ports import SnapshotRecord, StorageSession
+from eventfold.ports import SnapshotRecord, StorageSession, StoredEvent
 
 if TYPE_CHECKING:
     from eventfold.application.unit_of_work import CommitBatch, UnitOfWork
@@ -144,6 +145,22 @@ class EventSourcedRepository(Generic[A]):
         """Track a new aggregate: its events are appended to a new stream on commit."""
         self._track(aggregate, aggregate.persisted_version)
 
+    async def history(
+        self, aggregate_id: Any, *, as_of: datetime | None = None
+    ) -> list[EventEnvelope[object]]:
+        """The aggregate's events, oldest first, each with its metadata (an audit trail).
+
+        Only events that occurred by ``as_of`` when it is given; an empty list when the
+        aggregate was never stored. Old payloads are upcast, as when the aggregate loads.
+        """
+        session = await self._uow.session()
+        stored = await session.read_stream(self._model.stream_id(aggregate_id), as_of=as_of)
+        events = self._uow.decode(stored)
+        return [
+            EventEnvelope(event, stored_metadata(record))
+            for event, record in zip(events, stored, strict=True)
+        ]
+
     def _track(self, aggregate: AggregateRoot[Any, Any], version: int) -> None:
         self._uow.track(aggregate, _EventSourcedChange(aggregate, self._model, version))
 
@@ -183,6 +200,22 @@ class EventSourcedRepository(Generic[A]):
         ):
             return None, 0
         return model.state_codec.decode(snapshot.data), snapshot.version
+
+
+def stored_metadata(record: StoredEvent) -> EventMetadata:
+    """The metadata of an event as the store returned it."""
+    return EventMetadata(
+        event_id=record.event_id,
+        type_name=record.type_name,
+        schema_version=record.schema_version,
+        stream_id=record.stream_id,
+        version=record.version,
+        occurred_at=record.occurred_at,
+        position=record.position,
+        correlation_id=record.correlation_id,
+        causation_id=record.causation_id,
+        actor=record.actor,
+    )
 
 
 # -- deciders ------------------------------------------------------------------------------

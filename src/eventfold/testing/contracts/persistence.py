@@ -434,6 +434,41 @@ class PersistenceContract:
         then = await self.load(source, as_of=T0 + timedelta(days=2, hours=1))
         assert (then.state.balance, then.version) == (3, 3)
 
+    async def test_history_lists_each_event_with_its_metadata_up_to_as_of(
+        self, storage: Storage, events: EventRegistry, clock: ManualClock
+    ) -> None:
+        source = self.source(storage, events, clock=clock)
+        context = RequestContext(object(), "corr-9", "cause-9", "bob")
+        async with source.unit_of_work(context) as uow:
+            uow.event_sourced(Account).add(Account.open("a-1", "alice"))
+            await uow.commit()
+        clock.advance(timedelta(days=1))
+        await self.open_deposit(source, 5)
+
+        async with source.unit_of_work() as uow:
+            history = await uow.event_sourced(Account).history("a-1")
+            earlier = await uow.event_sourced(Account).history("a-1", as_of=T0)
+            unknown = await uow.event_sourced(Account).history("a-404")
+
+        assert [envelope.event for envelope in history] == [AccountOpened("alice"), Deposited(5)]
+        first, second = (envelope.metadata for envelope in history)
+        assert (first.type_name, first.stream_id, first.version, first.occurred_at) == (
+            "AccountOpened",
+            "Account-a-1",
+            1,
+            T0,
+        )
+        assert (first.correlation_id, first.causation_id, first.actor) == (
+            "corr-9",
+            "cause-9",
+            "bob",
+        )
+        assert (second.version, second.occurred_at) == (2, T0 + timedelta(days=1))
+        assert first.event_id != second.event_id
+        assert first.position < second.position
+        assert [envelope.event for envelope in earlier] == [AccountOpened("alice")]
+        assert unknown == []
+
     async def test_version_loads_the_aggregate_at_that_version(
         self, storage: Storage, events: EventRegistry
     ) -> None:
