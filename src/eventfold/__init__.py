@@ -31,6 +31,7 @@ from eventfold.application.mediator import (
     Request,
     RequestContext,
     RequestHandler,
+    current_event_metadata,
 )
 from eventfold.application.outbox import OutboxMetrics, OutboxRelay, RetryPolicy
 from eventfold.application.persistence import (
@@ -204,6 +205,7 @@ __all__ = [
     "ValidationBehavior",
     "apply_event",
     "create_tables",
+    "current_event_metadata",
     "default_behaviors",
     "event_name",
     "event_type",

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import reduce
 from typing import Any, Generic, Protocol, TypeVar, overload
 
 from eventfold.application.results import OperationResult, ResultFactory
+from eventfold.domain.events import EventMetadata
 from eventfold.errors import DuplicateHandlerError, HandlerNotFoundError
 
 __all__ = [
@@ -25,6 +28,8 @@ __all__ = [
     "Request",
     "RequestContext",
     "RequestHandler",
+    "current_event_metadata",
+    "publishing",
 ]
 
 T = TypeVar("T")
@@ -35,6 +40,33 @@ TQuery = TypeVar("TQuery")
 E_contra = TypeVar("E_contra", contravariant=True)
 
 logger = logging.getLogger("eventfold.mediator")
+
+
+_event_metadata: ContextVar[EventMetadata | None] = ContextVar(
+    "eventfold_event_metadata", default=None
+)
+
+
+def current_event_metadata() -> EventMetadata | None:
+    """The metadata of the event being published, while its in-process handlers run.
+
+    A handler that wants more than the event (its id, stream and version, when it occurred,
+    the correlation and causation ids, the actor) calls this; handlers keep taking the
+    event alone. None outside a publication, or for an event published without metadata.
+    The unit of work publishes every event with its metadata; the log ``position`` is 0
+    there, because a commit does not learn the positions its events were given.
+    """
+    return _event_metadata.get()
+
+
+@contextmanager
+def publishing(metadata: EventMetadata | None) -> Iterator[None]:
+    """Make ``metadata`` the :func:`current_event_metadata` inside the ``with`` block."""
+    token = _event_metadata.set(metadata)
+    try:
+        yield
+    finally:
+        _event_metadata.reset(token)
 
 
 class Request(Generic[T]):
@@ -211,8 +243,17 @@ class Mediator:
         context = RequestContext(request, correlation_id, causation_id, actor)
         return await self._pipeline(type(request))(request, context)
 
-    async def publish(self, event: object) -> PublishReport:
-        """Deliver ``event`` to every in-process handler; a failing one is logged and reported."""
+    async def publish(self, event: object, metadata: EventMetadata | None = None) -> PublishReport:
+        """Deliver ``event`` to every in-process handler; a failing one is logged and reported.
+
+        With ``metadata``, handlers read it through :func:`current_event_metadata`.
+        """
+        if metadata is not None:
+            with publishing(metadata):
+                return await self._deliver(event)
+        return await self._deliver(event)
+
+    async def _deliver(self, event: object) -> PublishReport:
         failures: list[HandlerFailure] = []
         factories = self._routes(type(event))
         for factory in factories:

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
-from eventfold.application.mediator import Next, RequestContext
+from eventfold.application.mediator import Next, RequestContext, publishing
 from eventfold.application.persistence import EventSourcedModel, PersistenceModel
 from eventfold.application.projections import Projection, ProjectionContext
 from eventfold.application.repositories import (
@@ -80,8 +80,10 @@ class CommitBatch:
         self.now = now
         self.outbox: list[OutboxMessage] = []
         self.published: list[object] = []
-        # Metadata is only built when inline projections need it: the hot path skips it.
-        self.metadata: list[EventMetadata] | None = [] if uow.inline_projections else None
+        # Metadata is only built when inline projections or in-process handlers can see
+        # it: a unit of work that does neither skips it.
+        wanted = uow.inline_projections or uow.publishes
+        self.metadata: list[EventMetadata] | None = [] if wanted else None
 
     def records(
         self,
@@ -294,7 +296,7 @@ class UnitOfWork:
         for _, change in self._changes.values():
             change.settle()
         await self._run_after_commit()
-        await self._dispatch(batch.published)
+        await self._dispatch(batch.published, batch.metadata)
         return batch.published
 
     def after_commit(self, callback: Callable[[], Awaitable[object]]) -> None:
@@ -340,11 +342,20 @@ class UnitOfWork:
         with suppress(_Rollback):
             await transaction.__aexit__(type(error), error, error.__traceback__)
 
-    async def _dispatch(self, events: list[object]) -> None:
-        if self._publish is None:
+    @property
+    def publishes(self) -> bool:
+        """Whether committed events are handed to in-process handlers."""
+        return self._publish is not None
+
+    async def _dispatch(self, events: list[object], metadata: list[EventMetadata] | None) -> None:
+        # In the order they were written: aggregate by aggregate, as the unit of work first
+        # loaded or added them, each one's events in the order it recorded them (the order
+        # of their outbox rows and of their positions in the log).
+        if self._publish is None or metadata is None:
             return
-        for event in events:
-            await self._publish(event)
+        for event, event_metadata in zip(events, metadata, strict=True):
+            with publishing(event_metadata):
+                await self._publish(event)
 
     async def __aenter__(self) -> UnitOfWork:
         return self
