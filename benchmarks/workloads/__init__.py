@@ -29,6 +29,7 @@ def all_workloads() -> list[Workload]:
         log,
         mediator,
         projection,
+        relay,
     )
 
     return [
@@ -40,4 +41,5 @@ def all_workloads() -> list[Workload]:
         Workload("concurrent", "6. 8 concurrent writers + reader", True, concurrent.run),
         Workload("projection", "7. projection rebuild", True, projection.run),
         Workload("mediator", "8. mediator overhead, 4 behaviours", False, mediator.run),
+        Workload("relay", "9. outbox relay → RabbitMQ with confirms", True, relay.run),
     ]
