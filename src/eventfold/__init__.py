@@ -40,6 +40,11 @@ from eventfold.application.persistence import (
     TableMapping,
     non_event_sourced,
 )
+from eventfold.application.personal_data import (
+    DocumentSubjectKeys,
+    ShreddingStorage,
+    forget_subject,
+)
 from eventfold.application.projections import (
     Projection,
     ProjectionContext,
@@ -76,6 +81,7 @@ from eventfold.domain import (
     event_type,
     event_version,
 )
+from eventfold.domain.personal_data import PersonalData, personal_data
 from eventfold.domain.specification import FieldSet, Specification, SpecificationBuilder
 from eventfold.errors import (
     AggregateNotFoundError,
@@ -127,6 +133,7 @@ __all__ = [
     "Decider",
     "DeciderRepository",
     "DocumentReadModel",
+    "DocumentSubjectKeys",
     "DomainError",
     "DuplicateEventError",
     "DuplicateHandlerError",
@@ -166,6 +173,7 @@ __all__ = [
     "PersistenceModel",
     "PersistenceRegistry",
     "PersistenceResult",
+    "PersonalData",
     "ProblemDetails",
     "Projection",
     "ProjectionContext",
@@ -189,6 +197,7 @@ __all__ = [
     "SchemaMissingError",
     "SearchResult",
     "SerializationError",
+    "ShreddingStorage",
     "SnapshotPolicy",
     "Specification",
     "SpecificationBuilder",
@@ -210,7 +219,9 @@ __all__ = [
     "event_name",
     "event_type",
     "event_version",
+    "forget_subject",
     "non_event_sourced",
+    "personal_data",
     "purge_inbox",
     "query_in_memory",
     "register_aggregate",
