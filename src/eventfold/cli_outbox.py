@@ -1,6 +1,8 @@
 """``eventfold outbox``: run the relay as its own process, watch it, handle dead letters.
 
-``run`` relays until SIGTERM or SIGINT, then finishes the batch in hand and exits 0.
+``run`` relays until SIGTERM or SIGINT, then finishes the batch in hand and exits 0
+(``--drain``: until no row is due). ``purge --older-than 7d`` deletes rows published
+longer ago than that.
 Every command takes ``--database-url`` (``EVENTFOLD_DATABASE_URL``); ``run`` also takes
 ``--broker-url`` (``EVENTFOLD_BROKER_URL``): ``amqp://...``, ``nats://...``,
 ``redis://...`` or ``memory``.
@@ -11,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -31,7 +34,7 @@ from eventfold.application.outbox import OutboxRelay, RetryPolicy
 from eventfold.errors import ConfigurationError, EventfoldError
 from eventfold.ports import MessageBroker, OutboxEntry, OutboxRelayStore, Storage
 
-__all__ = ["app", "broker_from_url", "relay_store_for", "serve_relay"]
+__all__ = ["app", "broker_from_url", "parse_duration", "relay_store_for", "serve_relay"]
 
 T = TypeVar("T")
 BROKER_URLS = "amqp://user:pass@host:5672/, nats://host:4222, redis://host:6379/0 or memory"
@@ -127,8 +130,11 @@ def run(
     batch_size: Annotated[int, typer.Option(min=1)] = 500,
     poll_interval: Annotated[float, typer.Option(min=0.01)] = 0.5,
     max_attempts: Annotated[int, typer.Option(min=1)] = 10,
+    drain: Annotated[
+        bool, typer.Option("--drain", help="Relay the rows due now, then exit.")
+    ] = False,
 ) -> None:
-    """Relay outbox rows to the broker until SIGTERM or SIGINT."""
+    """Relay outbox rows until SIGTERM or SIGINT; with --drain, until none is due."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     async def work() -> None:
@@ -142,7 +148,13 @@ def run(
             retry=RetryPolicy(max_attempts=max_attempts),
         )
         try:
-            await serve_relay(relay)
+            if drain:
+                published = 0
+                while batch := await relay.relay_once():
+                    published += batch
+                out.print(f"published {published} row(s)")
+            else:
+                await serve_relay(relay)
         finally:
             await broker.close()
             await storage.close()
@@ -196,6 +208,41 @@ def requeue(
     ids = None if requeue_all else entry_ids
     count = _run(lambda: _with_store(database_url, lambda store: store.requeue(ids)))
     out.print(f"requeued {count} row(s)")
+
+
+@app.command("purge")
+def purge(
+    database_url: DatabaseUrl,
+    older_than: Annotated[
+        str,
+        typer.Option("--older-than", help="Age of published rows to delete: 30m, 12h, 7d, 1d12h."),
+    ],
+) -> None:
+    """Delete rows published longer ago than --older-than; unpublished and dead rows stay."""
+    age = parse_duration(older_than)
+    if age is None:
+        err.print(
+            f"[red]error:[/red] --older-than {older_than!r} is not a duration such as 30m, 12h, 7d",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    cutoff = datetime.now(UTC) - age
+    count = _run(lambda: _with_store(database_url, lambda store: store.purge_published(cutoff)))
+    out.print(f"purged {count} row(s) published before {cutoff.isoformat(timespec='seconds')}")
+
+
+_DURATION = re.compile(r"(\d+)([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """``30s``, ``15m``, ``12h``, ``7d``, ``2w`` or a sum such as ``1d12h``; None if not one."""
+    compact = text.strip().lower()
+    if not compact or _DURATION.sub("", compact):
+        return None
+    seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION.findall(compact))
+    return timedelta(seconds=seconds)
 
 
 def _describe(entry: OutboxEntry) -> dict[str, Any]:
