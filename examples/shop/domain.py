@@ -125,12 +125,11 @@ SHOP_EVENTS: tuple[type, ...] = (
 
 
 class Product(Entity[str]):
-    """A catalogue product, stored as its current state; its events go out for integration."""
+    """A catalogue product, stored as its current state; its events go out for integration.
 
-    # Annotated so the persistence model knows which attributes make the stored state.
-    name: str
-    price: Decimal
-    active: bool
+    Stored as the attributes its ``__init__`` parameters name and type (Customer, below,
+    annotates them on the class instead: either way works).
+    """
 
     def __init__(self, product_id: str, name: str, price: Decimal, *, active: bool = True) -> None:
         super().__init__(product_id)

@@ -13,6 +13,7 @@ A class decorated with :func:`non_event_sourced` is registered as state-stored b
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
@@ -247,22 +248,22 @@ def _aggregate_state_codec(
 def _annotated_fields_codec(
     entity_type: type[Entity[Any]],
 ) -> tuple[Callable[[Any], str], Callable[[Any, str], Any]]:
-    # A plain entity is stored as the public attributes its class annotates.
+    # A plain entity is stored as the public attributes its class annotates, or else as
+    # the attributes named (and typed) by its __init__ parameters after the id.
     hints = {
         field: hint
         for field, hint in get_type_hints(entity_type).items()
         if not field.startswith("_")
     }
-    if not hints:
-        msg = (
-            f"{entity_type.__qualname__} annotates no public attributes: annotate them "
-            f"or pass dump= and load= to state_stored()"
-        )
-        raise ConfigurationError(msg)
+    from_init = not hints
+    if from_init:
+        hints = _init_hints(entity_type)
     fields_type = TypedDict(f"{entity_type.__name__}Fields", hints)  # type: ignore[misc]
     codec = JsonCodec(fields_type, entity_type.__qualname__)
 
     def dump(entity: Any) -> str:
+        if from_init:
+            _check_attributes(entity, hints)
         return codec.encode({field: getattr(entity, field) for field in hints})
 
     def load(entity_id: Any, data: str) -> Any:
@@ -272,3 +273,37 @@ def _annotated_fields_codec(
         return entity
 
     return dump, load
+
+
+def _init_hints(entity_type: type[Entity[Any]]) -> dict[str, Any]:
+    """The typed ``__init__`` parameters after the id: the attributes an entity stores."""
+    name = entity_type.__qualname__
+    init = entity_type.__init__
+    parameters = list(inspect.signature(init).parameters.values())[2:]  # self, the id
+    hints = get_type_hints(init)
+    fields = {p.name: hints.get(p.name) for p in parameters if not p.name.startswith("_")}
+    untyped = [field for field, hint in fields.items() if hint is None]
+    if init is Entity.__init__ or not fields or untyped:
+        msg = (
+            f"{name} declares no typed state: annotate the public attributes it stores on "
+            f"the class (e.g. `price: Decimal`), give its __init__ typed parameters of the "
+            f"same names after the id{f' (untyped: {untyped})' if untyped else ''}, or pass "
+            f"dump= and load= to state_stored()"
+        )
+        raise ConfigurationError(msg)
+    return fields
+
+
+def _check_attributes(entity: Any, hints: Mapping[str, Any]) -> None:
+    """Refuse to store an entity whose public attributes its __init__ does not describe."""
+    public = {field for field in vars(entity) if not field.startswith("_")}
+    unknown, missing = sorted(public - hints.keys()), sorted(hints.keys() - public)
+    if unknown or missing:
+        name = type(entity).__qualname__
+        msg = (
+            f"{name} is stored as its __init__ parameters {sorted(hints)}, but its public "
+            f"attributes differ (not parameters: {unknown}, not set: {missing}): annotate "
+            f"every stored attribute on the class (e.g. `{(unknown or missing)[0]}: ...`) "
+            f"or pass dump= and load= to state_stored()"
+        )
+        raise ConfigurationError(msg)
