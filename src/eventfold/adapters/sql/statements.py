@@ -12,8 +12,10 @@ parsed where the driver returns text) exactly as a SQLAlchemy engine would.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import DateTime
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -82,9 +84,42 @@ class CompiledStatement:
             return [None] * width
         codes = list(column_types) if column_types is not None else [None] * len(self._types)
         return [
-            type_._cached_result_processor(self._dialect, code)
+            _result_processor(type_, self._dialect, code)
             for type_, code in zip(self._types, codes, strict=True)
         ]
+
+
+def _aware(type_: TypeEngine[Any], dialect: Dialect) -> bool:
+    """Whether ``type_`` is a ``DateTime(timezone=True)`` the dialect keeps without a zone.
+
+    SQLite stores datetimes as text without an offset: eventfold writes them in UTC and
+    reads them back as aware UTC datetimes, as PostgreSQL's ``timestamptz`` does.
+    """
+    return dialect.name == "sqlite" and isinstance(type_, DateTime) and type_.timezone
+
+
+def _result_processor(type_: TypeEngine[Any], dialect: Dialect, code: object) -> _Processor:
+    process = type_._cached_result_processor(dialect, code)
+    if process is None or not _aware(type_, dialect):
+        return process
+
+    def aware(value: Any) -> Any:
+        moment = process(value)
+        if isinstance(moment, datetime) and moment.tzinfo is None:
+            return moment.replace(tzinfo=UTC)
+        return moment
+
+    return aware
+
+
+def _in_utc(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC)
+    if isinstance(value, tuple):
+        return tuple(_in_utc(item) for item in value)
+    if isinstance(value, list):
+        return [_in_utc(item) for item in value]
+    return value
 
 
 def compile_statement(statement: Executable, dialect: Dialect) -> CompiledStatement:
@@ -106,6 +141,9 @@ def compile_statement(statement: Executable, dialect: Dialect) -> CompiledStatem
     # The compiler's private bind processors and result columns are what an engine
     # itself uses to execute a compiled statement; no public API exposes them.
     processors = compiled._bind_processors
+    if dialect.name == "sqlite":
+        # SQLite keeps datetimes as text without an offset: aware ones are written in UTC.
+        values = {name: _in_utc(value) for name, value in values.items()}
     params = [_bind(processors.get(name), values[name]) for name in compiled.positiontup or ()]
     columns = compiled._result_columns
     return CompiledStatement(
