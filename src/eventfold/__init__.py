@@ -63,6 +63,16 @@ from eventfold.application.repositories import (
     StateStoredRepository,
 )
 from eventfold.application.results import FieldError, OperationResult, ProblemDetails
+from eventfold.application.sagas import (
+    Saga,
+    SagaEntry,
+    SagaOrchestrator,
+    SagaStarter,
+    SagaState,
+    SagaStatus,
+    Step,
+    StepContext,
+)
 from eventfold.application.unit_of_work import (
     DataSource,
     DataSources,
@@ -194,6 +204,12 @@ __all__ = [
     "RequestHandler",
     "RetryPolicy",
     "RuleViolationError",
+    "Saga",
+    "SagaEntry",
+    "SagaOrchestrator",
+    "SagaStarter",
+    "SagaState",
+    "SagaStatus",
     "SchemaMissingError",
     "SearchResult",
     "SerializationError",
@@ -202,6 +218,8 @@ __all__ = [
     "Specification",
     "SpecificationBuilder",
     "StateStoredRepository",
+    "Step",
+    "StepContext",
     "StoreUnavailableError",
     "StreamState",
     "TableMapping",

@@ -2,6 +2,13 @@
 
 from eventfold.testing.contracts.outbox import OutboxRelayContract
 from eventfold.testing.contracts.persistence import PersistenceContract, SqlTableContract
+from eventfold.testing.contracts.sagas import SagaContract
 from eventfold.testing.contracts.storage import StorageContract
 
-__all__ = ["OutboxRelayContract", "PersistenceContract", "SqlTableContract", "StorageContract"]
+__all__ = [
+    "OutboxRelayContract",
+    "PersistenceContract",
+    "SagaContract",
+    "SqlTableContract",
+    "StorageContract",
+]
