@@ -282,9 +282,11 @@ class SagaOrchestrator:
         return state
 
     async def resume_incomplete(self) -> list[SagaState]:
-        """Run every instance left running or compensating and not held; return them after."""
+        """Run every instance of this orchestrator's sagas left running or compensating and
+        not held by a live worker; return them as they ended."""
         now = self._clock()
-        waiting = [s for s in await self._search(*_ACTIVE) if not s.held_at(now)]
+        found = await self._search(*_ACTIVE)
+        waiting = [s for s in found if s.saga in self._sagas and not s.held_at(now)]
         return [await self.run(state.saga_id) for state in waiting]
 
     # -- looking and repairing -------------------------------------------------------
