@@ -8,24 +8,23 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy.schema import CreateTable, DropTable
+from sqlalchemy.schema import DropTable
 
 from eventfold import (
+    CatchUpBehavior,
     DataSource,
     ErrorMappingBehavior,
     EventRegistry,
     LoggingBehavior,
     Mediator,
-    Next,
-    OperationResult,
     PersistenceModel,
     Projection,
     ProjectionRunner,
-    RequestContext,
     TransactionBehavior,
     ValidationBehavior,
     create_tables,
 )
+from eventfold.adapters.sql import create_read_models
 from eventfold.adapters.sql import metadata as eventfold_tables
 from eventfold.adapters.url import storage_from_url
 
@@ -56,8 +55,7 @@ class Shop:
     async def start(self) -> None:
         """Create eventfold's tables and the read model's table if missing."""
         await create_tables(self.storage)
-        async with self.storage.transaction() as session:
-            await session.execute_sql(CreateTable(order_summaries, if_not_exists=True))
+        await create_read_models(self.storage, self.projections)
 
     async def reset(self) -> None:
         """Drop every table the shop uses, so the next start is from nothing."""
@@ -107,7 +105,8 @@ def bootstrap(
     runner = ProjectionRunner(storage, events, projections)
     shop = Shop(storage, events, model, mediator, projections, runner)
     if follow_projections:
-        mediator.add_behavior(_catching_up(shop))
+        # Outside the transaction: catch the projections up once the request committed.
+        mediator.add_behavior(CatchUpBehavior(runner))
     for behavior in (LoggingBehavior(), ErrorMappingBehavior(), ValidationBehavior()):
         mediator.add_behavior(behavior)
     mediator.add_behavior(TransactionBehavior(source.unit_of_work))
@@ -116,20 +115,6 @@ def bootstrap(
         mediator.register(request_type, partial(handler, settings=settings))
     _subscribe_notifications(mediator, shop.notifications)
     return shop
-
-
-def _catching_up(shop: Shop) -> Callable[[object, RequestContext, Next], Any]:
-    async def catch_up(
-        request: object,
-        context: RequestContext,
-        next: Next,  # noqa: A002
-    ) -> OperationResult[Any]:
-        result = await next(request, context)
-        if result.is_success:
-            await shop.catch_up()
-        return result
-
-    return catch_up
 
 
 @dataclass

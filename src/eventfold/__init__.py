@@ -7,6 +7,7 @@ from eventfold.application.behaviors import (
     default_behaviors,
 )
 from eventfold.application.caching import CacheCodec, CachingPersistenceDispatcher
+from eventfold.application.catch_up import CatchUpBehavior
 from eventfold.application.dispatcher import (
     DECLINED,
     LoggingPersistenceHook,
@@ -134,6 +135,7 @@ __all__ = [
     "BrokerUnavailableError",
     "CacheCodec",
     "CachingPersistenceDispatcher",
+    "CatchUpBehavior",
     "CheckpointConflictError",
     "CommandHandler",
     "ConcurrencyError",

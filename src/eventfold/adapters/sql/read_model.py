@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
 
 from sqlalchemy import Table, delete, insert, select, tuple_
+from sqlalchemy.schema import CreateIndex, CreateTable
 
-from eventfold.application.projections import ProjectionContext
+from eventfold.application.projections import Projection, ProjectionContext
+from eventfold.domain.errors import ConfigurationError
+from eventfold.ports.storage import SqlExecutor, Storage
 
-__all__ = ["RowBuffer", "TableReadModel"]
+__all__ = ["RowBuffer", "TableReadModel", "create_read_models"]
 
 Key = tuple[Any, ...]
 
@@ -37,6 +40,12 @@ class TableReadModel:
             context.on_flush(buffer.flush)
         return buffer
 
+    async def create(self, session: SqlExecutor) -> None:
+        """Create the table and its indexes if they do not exist (idempotent)."""
+        await session.execute_sql(CreateTable(self.table, if_not_exists=True))
+        for index in sorted(self.table.indexes, key=lambda index: str(index.name)):
+            await session.execute_sql(CreateIndex(index, if_not_exists=True))
+
     async def clear(self, context: ProjectionContext) -> None:
         """Delete every row (a rebuild starts from an empty table)."""
         await context.execute(delete(self.table))
@@ -44,6 +53,28 @@ class TableReadModel:
     def key_of(self, row: Mapping[str, Any]) -> Key:
         """The primary key of ``row``."""
         return tuple(row[column.name] for column in self.key_columns)
+
+
+async def create_read_models(storage: Storage, projections: Iterable[Projection]) -> None:
+    """Create the tables of the projections' table read models if missing, in one transaction.
+
+    Idempotent, like :func:`~eventfold.create_tables`; document read models need no table
+    of their own. For migrations, fold the tables into your own Alembic ``MetaData`` instead.
+    """
+    tables = [
+        read_model
+        for projection in projections
+        for read_model in projection.read_models
+        if isinstance(read_model, TableReadModel)
+    ]
+    if not tables:
+        return
+    async with storage.transaction() as session:
+        if not hasattr(session, "execute_sql"):
+            msg = f"{storage.name} runs no SQL: table read models need a SQL backend"
+            raise ConfigurationError(msg)
+        for read_model in tables:
+            await read_model.create(cast("SqlExecutor", session))
 
 
 class RowBuffer:
