@@ -134,7 +134,14 @@ class ProjectionStatus:
 
 @dataclass(frozen=True, slots=True)
 class ProjectionLag:
-    """How far a projection is behind the head of the log."""
+    """How far a projection is behind the head of the log.
+
+    ``events_behind`` counts the events after the checkpoint that a reader can read now.
+    On PostgreSQL that stops at the oldest transaction still open on the server: events
+    committed after it began are not counted (nor read) until it ends, so a long
+    transaction anywhere shows as a lag that stops growing while the log does not.
+    ``seconds_behind`` is the age of the oldest readable event not yet applied.
+    """
 
     name: str
     checkpoint: LogPosition
