@@ -55,9 +55,12 @@ class EventRecord:
     actor: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, which made
+# building one cost more than decoding its JSON; loads and log reads build one per row.
+# Treat it as read-only all the same. unsafe_hash keeps it hashable, like a frozen one.
+@dataclass(slots=True, unsafe_hash=True)
 class StoredEvent:
-    """An event as read back from a store."""
+    """An event as read back from a store (read-only by convention)."""
 
     stream_id: str
     version: int
