@@ -93,19 +93,32 @@ WHERE stream_id = $1 AND version >= $2 AND version <= coalesce($3::int, 21474836
 ORDER BY version
 """
 
+# The page is cut in an inner query that walks the (commit_id, position) index from
+# `after` and stops after $3 rows; visibility is applied outside it. Both conditions in
+# one WHERE made the planner misjudge them together and fetch and sort every remaining
+# row for a custom plan. The result is the same: rows are ordered by commit_id, so the
+# rows below the horizon are a prefix of the inner page, and that prefix is exactly the
+# first rows of the readable log after `after`.
 READ_LOG = f"""
-SELECT {EVENT_COLUMNS} FROM eventfold_events
-WHERE (commit_id, position) > ($1, $2) AND commit_id < {VISIBLE_BELOW}
+SELECT * FROM (
+    SELECT {EVENT_COLUMNS} FROM eventfold_events
+    WHERE (commit_id, position) > ($1, $2)
+    ORDER BY commit_id, position
+    LIMIT $3
+) AS page
+WHERE commit_id < {VISIBLE_BELOW}
 ORDER BY commit_id, position
-LIMIT $3
 """
 
 READ_LOG_OF_TYPES = f"""
-SELECT {EVENT_COLUMNS} FROM eventfold_events
-WHERE (commit_id, position) > ($1, $2) AND commit_id < {VISIBLE_BELOW}
-  AND type_name = ANY($4::text[])
+SELECT * FROM (
+    SELECT {EVENT_COLUMNS} FROM eventfold_events
+    WHERE (commit_id, position) > ($1, $2) AND type_name = ANY($4::text[])
+    ORDER BY commit_id, position
+    LIMIT $3
+) AS page
+WHERE commit_id < {VISIBLE_BELOW}
 ORDER BY commit_id, position
-LIMIT $3
 """
 
 LOG_HEAD = f"""
