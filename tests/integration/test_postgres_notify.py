@@ -104,3 +104,16 @@ async def test_events_committed_while_the_reader_was_busy_wake_its_next_wait(
     async with storage.transaction() as session:
         await session.append("thing-1", [event_record()], expected_version=0)
     assert await storage.wait_for_events(WAKE_WITHIN) is True
+
+
+async def test_commits_in_quick_succession_each_wake_a_reader_that_waits_again(
+    storages: tuple[PostgresStorage, PostgresStorage],
+) -> None:
+    # Notifications are coalesced: the second commit falls in the quiet interval after
+    # the first one's notification, and must still be announced when it ends.
+    storage, _ = storages
+    await listening(storage)
+    for n in (1, 2):
+        async with storage.transaction() as session:
+            await session.append("thing-1", [event_record(n=n)], expected_version=n - 1)
+        assert await storage.wait_for_events(WAKE_WITHIN) is True

@@ -13,7 +13,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 from eventfold.adapters.postgres import PostgresStorage, create_postgres_storage
-from eventfold.errors import ConcurrencyError, SchemaMissingError, StoreUnavailableError
+from eventfold.errors import (
+    ConcurrencyError,
+    PersistenceError,
+    SchemaMissingError,
+    StoreUnavailableError,
+)
 from eventfold.ports import StreamState
 from eventfold.testing.contracts.storage import event_record
 from tests.conftest import POSTGRES_DSN, require_service, unique_name
@@ -223,3 +228,57 @@ async def test_a_users_statements_roll_back_with_the_transaction(
         await failing()
     async with storage.transaction() as session:
         assert await session.execute_sql(sa.select(prices)) == []
+
+
+async def test_a_session_used_after_its_transaction_ended_fails_loudly(
+    storage: PostgresStorage,
+) -> None:
+    # Its connection now serves other transactions: a late statement must not run there.
+    async with storage.transaction() as session:
+        await session.stream_version("thing-1")
+    async with storage.transaction():
+        with pytest.raises(PersistenceError, match="transaction has ended"):
+            await session.append("thing-1", [event_record()], expected_version=0)
+
+
+async def test_a_transaction_cancelled_mid_statement_leaves_the_next_one_a_clean_connection(
+    make_storage: StorageFactory,
+) -> None:
+    storage = make_storage(max_size=1)
+    await storage.create_schema()
+    started = asyncio.Event()
+
+    async def slow() -> None:
+        async with storage.transaction() as session:
+            await session.append("thing-1", [event_record()], expected_version=0)
+            started.set()
+            await session.execute_sql(sa.text("SELECT pg_sleep(30)"))
+
+    task = asyncio.create_task(slow())
+    await started.wait()
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with storage.transaction() as session:
+        assert await session.stream_version("thing-1") == 0
+        assert await session.append("thing-1", [event_record()], expected_version=0) == 1
+
+
+async def test_appends_at_an_expected_version_reuse_one_plan(storage: PostgresStorage) -> None:
+    # Planning an append would cost more than running it: a prepared append must keep
+    # to the generic plan after PostgreSQL's first five custom ones.
+    version = 0
+    for n in range(12):
+        async with storage.transaction() as session:
+            records = [event_record(n=n) for _ in range(1 + n % 2)]
+            version = await session.append("thing-1", records, expected_version=version)
+    async with storage.transaction() as session:
+        rows = await session.execute_sql(
+            sa.text(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE statement LIKE '%INSERT INTO eventfold_events%'"
+            )
+        )
+    assert rows
+    assert all(row["custom_plans"] <= 5 and row["generic_plans"] > 0 for row in rows)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 
 from eventfold.adapters.postgres.errors import DRIVER_ERRORS, translate
 from eventfold.adapters.postgres.sql import NOTIFY_CHANNEL
+from eventfold.errors import PersistenceError
 
-__all__ = ["EventListener"]
+__all__ = ["CommitNotifier", "EventListener"]
+
+logger = logging.getLogger("eventfold.postgres")
 
 
 class EventListener:
@@ -64,3 +69,50 @@ class EventListener:
         # The next wait reconnects, and wakes the reader at once for what it missed.
         self._connection = None
         self._woken.set()
+
+
+class CommitNotifier:
+    """Tells listeners that events committed, from outside the transactions that wrote them.
+
+    A NOTIFY sent inside a transaction takes a cluster-wide lock at commit and holds it
+    until the commit is flushed to disk, so appenders that notify commit one at a time.
+    This sends ``NOTIFY`` after the commit instead, as a statement of its own, at most one
+    at a time and at most one per ``interval``: the first commit after a quiet spell is
+    announced at once, a burst of commits costs one notification per interval.
+    """
+
+    def __init__(
+        self, notify: Callable[[], Awaitable[object]], store: str, interval: float
+    ) -> None:
+        self._notify = notify
+        self._store = store
+        self._interval = interval
+        self._pending = False
+        self._task: asyncio.Task[None] | None = None
+
+    def events_committed(self) -> None:
+        """Note that a transaction that appended events committed; listeners hear soon."""
+        self._pending = True
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._send())
+
+    async def close(self) -> None:
+        """Stop sending (a notification still pending is dropped)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _send(self) -> None:
+        try:
+            while self._pending:
+                self._pending = False
+                await self._notify()
+                await asyncio.sleep(self._interval)
+        except PersistenceError as exc:
+            # The events are committed; a lost wake-up only delays readers until their
+            # next timeout, so this is not the committer's error to see.
+            logger.warning("%s: could not notify live readers: %s", self._store, exc)
+        finally:
+            self._task = None

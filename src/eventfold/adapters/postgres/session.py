@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 from uuid import UUID
 
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
@@ -16,7 +16,7 @@ from eventfold.adapters.sql.documents import clear_document_collection, search_d
 from eventfold.adapters.sql.statements import compile_statement
 from eventfold.application.queries import QueryOptions, SearchResult
 from eventfold.domain.specification import FieldSet
-from eventfold.errors import CheckpointConflictError, ConcurrencyError
+from eventfold.errors import CheckpointConflictError, ConcurrencyError, PersistenceError
 from eventfold.ports.records import (
     LOG_START,
     DocumentRecord,
@@ -97,6 +97,21 @@ def _decode_json(
     return rows
 
 
+class _EndedConnection:
+    """Stands in for the connection of a session whose transaction has ended.
+
+    The connection goes on to serve other transactions: a session kept past its block
+    must fail loudly rather than run statements inside someone else's transaction.
+    """
+
+    def __getattr__(self, name: str) -> NoReturn:
+        msg = "this storage session's transaction has ended: open a new transaction"
+        raise PersistenceError(msg)
+
+
+_ENDED: Any = _EndedConnection()
+
+
 def _outbox_entry(row: asyncpg.Record) -> OutboxEntry:
     message = OutboxMessage(*row[1:11])
     return OutboxEntry(row[0], message, *row[11:])
@@ -105,11 +120,17 @@ def _outbox_entry(row: asyncpg.Record) -> OutboxEntry:
 class PostgresSession:
     """A :class:`~eventfold.ports.StorageSession` inside one open PostgreSQL transaction."""
 
-    __slots__ = ("_connection", "_store")
+    __slots__ = ("_connection", "_store", "appended")
 
     def __init__(self, connection: asyncpg.Connection, store: str) -> None:
         self._connection = connection
         self._store = store
+        self.appended = False
+        """Whether events were appended: the storage wakes live readers after the commit."""
+
+    def end(self) -> None:
+        """Detach from the connection: the transaction is ending."""
+        self._connection = _ENDED
 
     # -- streams -----------------------------------------------------------------------
 
@@ -137,35 +158,84 @@ class PostgresSession:
         expected = _expected_number(expected_version)
         if not events:
             return await self._check_unchanged(stream_id, expected_version, expected)
-        arrays = _event_arrays(events)
         if expected == _ANY:
-            # Appenders that expect nothing would race each other for the next version
-            # and, once one holds a transaction id, could lose to a younger transaction
-            # for good (see sql.APPEND); taking turns per stream avoids both. The lock
-            # is a statement of its own so the append's snapshot is taken after it.
-            await self._execute(sql.LOCK_STREAM, stream_id)
-        previous_head = None
-        while True:
-            head, positions, _notified = await self._fetchrow(
-                sql.APPEND, stream_id, expected, *arrays
-            )
-            if positions is not None and len(positions) == len(events):
-                return int(head) + len(events)
-            if positions:
-                # A concurrent writer took some of our versions: take back the rest so
-                # nothing of the batch stays (they were never visible to anyone else).
-                await self._execute(sql.UNDO_APPEND, positions)
-            if expected not in (_ANY, head):
-                raise ConcurrencyError(stream_id, _describe(expected_version), head)
-            if expected != _ANY or head == previous_head:
-                break
-            # "Any" lost a race to a writer that has committed since: try on top of it.
-            # A head that did not move means retrying cannot help (see sql.APPEND).
-            previous_head = head
-        # Lost a race (or the stream was last written by a transaction younger than
-        # this one, see sql.APPEND): report the version as it is now.
+            version = await self._append_any(stream_id, events)
+        else:
+            version = await self._append_at(stream_id, events, expected, expected_version)
+        self.appended = True
+        return version
+
+    async def _append_at(
+        self,
+        stream_id: str,
+        events: Sequence[EventRecord],
+        expected: int,
+        expected_version: ExpectedVersion,
+    ) -> int:
+        if len(events) == 1:
+            stored = await self._append_one(stream_id, expected, events[0])
+        else:
+            stored = await self._append_batch(stream_id, expected, events)
+        if stored:
+            return expected + len(events)
+        # The stream was not at `expected`, a concurrent writer got there first, or the
+        # stream was last written by a transaction younger than this one (see sql.py).
         actual = await self.stream_version(stream_id)
         raise ConcurrencyError(stream_id, _describe(expected_version), actual)
+
+    async def _append_one(self, stream_id: str, expected: int, e: EventRecord) -> bool:
+        position = await self._fetchval(
+            sql.APPEND_ONE,
+            stream_id,
+            expected,
+            e.event_id,
+            e.type_name,
+            e.schema_version,
+            e.data,
+            e.occurred_at,
+            e.correlation_id,
+            e.causation_id,
+            e.actor,
+        )
+        return position is not None
+
+    async def _append_batch(
+        self, stream_id: str, expected: int, events: Sequence[EventRecord]
+    ) -> bool:
+        rows = await self._fetch(sql.APPEND_MANY, stream_id, expected, *_event_arrays(events))
+        if len(rows) == len(events):
+            return True
+        await self._undo([row[0] for row in rows])
+        return False
+
+    async def _append_any(self, stream_id: str, events: Sequence[EventRecord]) -> int:
+        # Appenders that expect nothing would race each other for the next version and,
+        # once one holds a transaction id, could lose to a younger transaction for good
+        # (see sql.py); taking turns per stream avoids both. The lock is a statement of
+        # its own so the append's snapshot is taken after it.
+        await self._execute(sql.LOCK_STREAM, stream_id)
+        arrays = _event_arrays(events)
+        previous_head = None
+        while True:
+            head, positions = await self._fetchrow(sql.APPEND_ANY, stream_id, *arrays)
+            if positions is not None and len(positions) == len(events):
+                return int(head) + len(events)
+            await self._undo(positions)
+            if head == previous_head:
+                break
+            # Lost a race to an exact-version writer that has committed since: try on
+            # top of it. A head that did not move means retrying cannot help.
+            previous_head = head
+        actual = await self.stream_version(stream_id)
+        raise ConcurrencyError(stream_id, StreamState.ANY.value, actual)
+
+    async def _undo(self, positions: list[int] | None) -> None:
+        """Take back the part of a batch that was inserted before a conflict.
+
+        So nothing of the batch stays; the rows were never visible to anyone else.
+        """
+        if positions:
+            await self._execute(sql.UNDO_APPEND, positions)
 
     async def _check_unchanged(
         self, stream_id: str, expected_version: ExpectedVersion, expected: int

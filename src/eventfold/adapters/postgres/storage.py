@@ -11,14 +11,19 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from eventfold.adapters.postgres.errors import DRIVER_ERRORS, translate
-from eventfold.adapters.postgres.listener import EventListener
+from eventfold.adapters.postgres.listener import CommitNotifier, EventListener
 from eventfold.adapters.postgres.session import PostgresSession
+from eventfold.adapters.postgres.sql import NOTIFY, NOTIFY_CHANNEL
 from eventfold.adapters.sql.schema import metadata
 
 __all__ = ["PostgresStorage", "create_postgres_storage"]
 
 # Any constant works: it only has to be the same in every process running create_schema.
 _SCHEMA_LOCK = 0x6576656E74666F6C  # "eventfol"
+
+# How often, at most, live readers are told that events committed (see CommitNotifier):
+# short next to a reader's batch, long next to a commit, so a burst costs few NOTIFYs.
+_NOTIFY_INTERVAL = 0.02
 
 
 def _quote(identifier: str) -> str:
@@ -61,6 +66,10 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
+_CLOSE_TIMEOUT = 10.0
+"""Seconds ``close()`` waits for connections still in use before terminating them."""
+
+
 class PostgresStorage:
     """A :class:`~eventfold.ports.Storage` on PostgreSQL, with one schema for its tables."""
 
@@ -74,7 +83,10 @@ class PostgresStorage:
         self._name = name or _describe_dsn(dsn)
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
+        # Connections taken from the pool and kept between transactions (see _release).
+        self._idle: list[asyncpg.Connection] = []
         self._listener = EventListener(self._connect, schema, self._name)
+        self._notifier = CommitNotifier(self._notify, self._name, _NOTIFY_INTERVAL)
 
     @property
     def name(self) -> str:
@@ -103,7 +115,7 @@ class PostgresStorage:
         except DRIVER_ERRORS as exc:
             raise translate(exc, self._name) from exc
         finally:
-            await self._release(connection)
+            await self._release(connection, reusable=False)
 
     async def wait_for_events(self, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait until new events commit (True) or ``timeout`` seconds pass (False).
@@ -117,28 +129,69 @@ class PostgresStorage:
 
     async def close(self) -> None:
         """Close the listening connection and the pool."""
+        await self._notifier.close()
         await self._listener.close()
         pool, self._pool = self._pool, None
+        idle, self._idle = self._idle, []
         if pool is not None:
-            await pool.close()
+            for connection in idle:
+                await self._give_back(pool, connection)
+            try:
+                await asyncio.wait_for(pool.close(), _CLOSE_TIMEOUT)
+            except TimeoutError:
+                # A transaction that was never ended still holds a connection: rather than
+                # wait for it forever, terminate every connection (the server rolls back).
+                pool.terminate()
 
     async def _acquire(self) -> asyncpg.Connection:
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.is_closed():
+                return connection
+            await self._release(connection, reusable=False)  # the pool replaces it
         pool = self._pool or await self._create_pool()
         try:
             return await pool.acquire()
         except DRIVER_ERRORS as exc:
             raise translate(exc, self._name) from exc
 
-    async def _release(self, connection: asyncpg.Connection) -> None:
+    async def _release(self, connection: asyncpg.Connection, *, reusable: bool) -> None:
+        """Keep a connection for the next transaction, or give it back to the pool.
+
+        The pool's release costs about as much as a short statement (a task to shield it,
+        a timer, a reset), so a connection whose transaction ended cleanly goes on a stack
+        of idle ones instead, and the next transaction takes it without awaiting. It stays
+        checked out of the pool, so the pool's size still bounds the connections. One that
+        is broken, still in a transaction, or was interrupted mid-statement goes back to the
+        pool, which resets it or replaces it.
+        """
         pool = self._pool
         if pool is None:
             return
+        if reusable and not connection.is_closed() and not connection.is_in_transaction():
+            self._idle.append(connection)
+            return
+        await self._give_back(pool, connection)
+
+    @staticmethod
+    async def _give_back(pool: asyncpg.Pool, connection: asyncpg.Connection) -> None:
         try:
             await pool.release(connection)
         except DRIVER_ERRORS:
             # The pool has already terminated the broken connection and will open a new
             # one; whatever the transaction did is settled, so there is nothing to report.
             return
+
+    async def _notify(self) -> None:
+        connection = await self._acquire()
+        reusable = False
+        try:
+            await connection.execute(NOTIFY, NOTIFY_CHANNEL, self._schema)
+            reusable = True
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, self._name) from exc
+        finally:
+            await self._release(connection, reusable=reusable)
 
     async def _create_pool(self) -> asyncpg.Pool:
         async with self._pool_lock:
@@ -168,12 +221,13 @@ class PostgresStorage:
 class PostgresTransaction:
     """``async with storage.transaction() as session``: one connection, one transaction."""
 
-    __slots__ = ("_connection", "_storage", "_transaction")
+    __slots__ = ("_connection", "_session", "_storage", "_transaction")
 
     def __init__(self, storage: PostgresStorage) -> None:
         self._storage = storage
         self._connection: asyncpg.Connection | None = None
         self._transaction: asyncpg.transaction.Transaction | None = None
+        self._session: PostgresSession | None = None
 
     async def __aenter__(self) -> PostgresSession:
         storage = self._storage
@@ -181,11 +235,14 @@ class PostgresTransaction:
         transaction = connection.transaction()
         try:
             await transaction.start()
-        except DRIVER_ERRORS as exc:
-            await storage._release(connection)
-            raise translate(exc, storage.name) from exc
+        except BaseException as exc:
+            await storage._release(connection, reusable=False)
+            if isinstance(exc, DRIVER_ERRORS):
+                raise translate(exc, storage.name) from exc
+            raise
         self._connection, self._transaction = connection, transaction
-        return PostgresSession(connection, storage.name)
+        self._session = PostgresSession(connection, storage.name)
+        return self._session
 
     async def __aexit__(
         self,
@@ -193,21 +250,28 @@ class PostgresTransaction:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        connection, transaction = self._connection, self._transaction
+        connection, transaction, session = self._connection, self._transaction, self._session
         assert connection is not None
         assert transaction is not None
+        assert session is not None
+        # A cancelled statement may still be cancelling on the server: let the pool see to it.
+        ended_cleanly = False
         try:
+            session.end()
             if exc_type is None:
                 await transaction.commit()
+                if session.appended:
+                    self._storage._notifier.events_committed()
             else:
                 await transaction.rollback()
+            ended_cleanly = exc_type is None or not issubclass(exc_type, asyncio.CancelledError)
         except DRIVER_ERRORS as error:
             if exc_type is None:
                 raise translate(error, self._storage.name) from error
             # Rolling back after a failure that broke the connection fails too; the
             # original error is the one to see.
         finally:
-            await self._storage._release(connection)
+            await self._storage._release(connection, reusable=ended_cleanly)
 
 
 def create_postgres_storage(
