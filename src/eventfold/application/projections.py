@@ -80,13 +80,26 @@ class ProjectionContext:
     """What a handler gets beside the event: the transaction, the metadata, the mode."""
 
     session: StorageSession
-    metadata: EventMetadata | None = None
     rebuilding: bool = False
+    record: StoredEvent | None = None
+    """The stored event being applied, when it came from the log."""
     buffers: dict[object, Any] = field(default_factory=dict)
     """Per-transaction write buffers of read models, keyed by read model."""
     cleared: set[object] = field(default_factory=set)
     """Read models known to be empty in this transaction (a rebuild cleared them)."""
     _flushers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _metadata: EventMetadata | None = None
+
+    @property
+    def metadata(self) -> EventMetadata | None:
+        """The metadata of the event being applied (built only when a handler asks)."""
+        if self._metadata is None and self.record is not None:
+            self._metadata = _metadata(self.record)
+        return self._metadata
+
+    @metadata.setter
+    def metadata(self, value: EventMetadata | None) -> None:
+        self._metadata, self.record = value, None
 
     def on_flush(self, flusher: Callable[[], Awaitable[None]]) -> None:
         """Have ``flusher`` run at the end of each batch, before the checkpoint is saved."""
@@ -314,7 +327,7 @@ class ProjectionRunner:
                 continue
             try:
                 event = self._events.decode(record.type_name, record.schema_version, record.data)
-                context.metadata = _metadata(record)
+                context.record, context._metadata = record, None
                 await handler(projection, event, context)
             except Exception as exc:
                 raise ProjectionFailedError(projection.name, record, exc) from exc
