@@ -94,7 +94,7 @@ class ProjectionContext:
     def metadata(self) -> EventMetadata | None:
         """The metadata of the event being applied (built only when a handler asks)."""
         if self._metadata is None and self.record is not None:
-            self._metadata = _metadata(self.record)
+            self._metadata = self.record.metadata()
         return self._metadata
 
     @metadata.setter
@@ -356,18 +356,3 @@ async def projection_lag(storage: Storage, name: str, now: datetime) -> Projecti
         oldest = await session.read_log(after=checkpoint, limit=1)
     seconds = (now - oldest[0].occurred_at).total_seconds() if oldest else 0.0
     return ProjectionLag(name, checkpoint, behind, max(seconds, 0.0))
-
-
-def _metadata(record: StoredEvent) -> EventMetadata:
-    return EventMetadata(
-        event_id=record.event_id,
-        type_name=record.type_name,
-        schema_version=record.schema_version,
-        stream_id=record.stream_id,
-        version=record.version,
-        occurred_at=record.occurred_at,
-        position=record.position,
-        correlation_id=record.correlation_id,
-        causation_id=record.causation_id,
-        actor=record.actor,
-    )

@@ -16,9 +16,9 @@ from eventfold.application.persistence import EventSourcedModel, StateStoredMode
 from eventfold.domain.aggregate import AggregateRoot
 from eventfold.domain.decider import Decider
 from eventfold.domain.entity import Entity
-from eventfold.domain.events import EventEnvelope, EventMetadata
+from eventfold.domain.events import EventEnvelope
 from eventfold.errors import AggregateNotFoundError, ConfigurationError
-from eventfold.ports import SnapshotRecord, StorageSession, StoredEvent
+from eventfold.ports import SnapshotRecord, StorageSession
 
 if TYPE_CHECKING:
     from eventfold.application.unit_of_work import CommitBatch, UnitOfWork
@@ -157,7 +157,7 @@ class EventSourcedRepository(Generic[A]):
         stored = await session.read_stream(self._model.stream_id(aggregate_id), as_of=as_of)
         events = self._uow.decode(stored)
         return [
-            EventEnvelope(event, stored_metadata(record))
+            EventEnvelope(event, record.metadata())
             for event, record in zip(events, stored, strict=True)
         ]
 
@@ -200,22 +200,6 @@ class EventSourcedRepository(Generic[A]):
         ):
             return None, 0
         return model.state_codec.decode(snapshot.data), snapshot.version
-
-
-def stored_metadata(record: StoredEvent) -> EventMetadata:
-    """The metadata of an event as the store returned it."""
-    return EventMetadata(
-        event_id=record.event_id,
-        type_name=record.type_name,
-        schema_version=record.schema_version,
-        stream_id=record.stream_id,
-        version=record.version,
-        occurred_at=record.occurred_at,
-        position=record.position,
-        correlation_id=record.correlation_id,
-        causation_id=record.causation_id,
-        actor=record.actor,
-    )
 
 
 # -- deciders ------------------------------------------------------------------------------

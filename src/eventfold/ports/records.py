@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import NamedTuple
 from uuid import UUID
 
+from eventfold.domain.events import EventMetadata
+
 
 class StreamState(enum.Enum):
     """Expectations about a stream that are not an exact version."""
@@ -79,6 +81,21 @@ class StoredEvent:
     def log_position(self) -> LogPosition:
         """This event's place in the global log."""
         return LogPosition(self.commit, self.position)
+
+    def metadata(self) -> EventMetadata:
+        """What the store knows about this event, as handlers and envelopes carry it."""
+        return EventMetadata(
+            event_id=self.event_id,
+            type_name=self.type_name,
+            schema_version=self.schema_version,
+            stream_id=self.stream_id,
+            version=self.version,
+            occurred_at=self.occurred_at,
+            position=self.position,
+            correlation_id=self.correlation_id,
+            causation_id=self.causation_id,
+            actor=self.actor,
+        )
 
 
 @dataclass(frozen=True, slots=True)
