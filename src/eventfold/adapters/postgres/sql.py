@@ -20,8 +20,10 @@ CURRENT_XACT = "pg_current_xact_id()::text::bigint"
 
 # Every transaction with an id below this has committed or aborted. It includes the
 # reader's own transaction id when it holds one, so a session that already wrote sees
-# nothing of the log past its own id until it ends: it can stall, never skip.
-VISIBLE_BELOW = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+# nothing of the log past its own id until it ends: it can stall, never skip. A scalar
+# subquery, so it is evaluated once per statement (an InitPlan), not once per row:
+# building the snapshot for every row of a 1,000-row page cost a quarter of the read.
+VISIBLE_BELOW = "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"
 
 NOTIFY_CHANNEL = "eventfold_events"
 
