@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 
 import aio_pika
@@ -12,6 +11,7 @@ from eventfold.adapters.rabbitmq import RabbitMQBroker, create_rabbitmq_broker
 from eventfold.errors import PublishError
 from eventfold.testing.contracts.broker import BrokerContract, Inbox, make_message
 from tests.conftest import RABBITMQ_URL, require_service, unique_name
+from tests.support.network import closed_port
 from tests.support.outage import (
     consumer_resumes_after_outage,
     publish_fails_while_cut_and_works_after,
@@ -19,13 +19,6 @@ from tests.support.outage import (
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.rabbitmq
-
-
-def closed_port() -> int:
-    """A local port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

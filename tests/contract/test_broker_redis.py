@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from eventfold.adapters.redis import RedisStreamsBroker, create_redis_streams_broker
 from eventfold.testing.contracts.broker import BrokerContract
 from tests.conftest import REDIS_URL, require_service, unique_name
+from tests.support.network import closed_port
 from tests.support.outage import (
     consumer_resumes_after_outage,
     publish_fails_while_cut_and_works_after,
@@ -17,13 +17,6 @@ from tests.support.outage import (
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.redis
-
-
-def closed_port() -> int:
-    """A local port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def isolated_broker(url: str, name: str = "") -> RedisStreamsBroker:

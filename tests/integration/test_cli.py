@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from typer.testing import CliRunner
 from eventfold.cli import app
 from tests.conftest import POSTGRES_DSN, require_service, unique_name
 from tests.examples.conftest import drop_postgres_schema
+from tests.support.network import closed_port
 
 runner = CliRunner()
 SHOP = "examples.shop.bootstrap:bootstrap"
@@ -42,12 +42,6 @@ def shop_url(database_url: str) -> str:
 def invoke(*args: str) -> tuple[int, str]:
     result = runner.invoke(app, list(args), terminal_width=200)
     return result.exit_code, result.output
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_db_init_creates_the_tables_and_can_run_again(database_url: str) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -26,6 +25,7 @@ from eventfold.testing.contracts.broker import Inbox
 from eventfold.testing.contracts.outbox import add_outbox_rows
 from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, require_service, unique_name
 from tests.examples.conftest import drop_postgres_schema
+from tests.support.network import closed_port
 
 T = TypeVar("T")
 runner = CliRunner()
@@ -94,12 +94,6 @@ def table_cells(output: str) -> list[list[str]]:
     """The body rows of a rich table, cell by cell."""
     rows = [line for line in output.splitlines() if line.startswith("│")]
     return [[cell.strip() for cell in row.strip("│").split("│")] for row in rows]
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # -- status --------------------------------------------------------------------------------

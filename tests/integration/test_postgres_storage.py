@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 
@@ -22,6 +21,7 @@ from eventfold.errors import (
 from eventfold.ports import StreamState
 from eventfold.testing.contracts.storage import event_record
 from tests.conftest import POSTGRES_DSN, require_service, unique_name
+from tests.support.network import closed_port
 
 pytestmark = pytest.mark.postgres
 
@@ -56,12 +56,6 @@ async def storage(make_storage: StorageFactory) -> PostgresStorage:
     storage = make_storage()
     await storage.create_schema()
     return storage
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_an_unreachable_server_raises_store_unavailable_naming_the_host() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from eventfold.application.dispatcher import PersistenceDispatcher, PersistenceR
 from eventfold.errors import StoreUnavailableError
 from tests.conftest import REDIS_URL, require_service, unique_name
 from tests.contract.test_cache_redis import delete_prefixed
+from tests.support.network import closed_port
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.redis
@@ -58,12 +58,6 @@ class Unit:
 
     async def __aexit__(self, *exc: object) -> None:
         """Nothing to release."""
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
