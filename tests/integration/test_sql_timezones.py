@@ -44,3 +44,18 @@ async def test_a_comparison_with_an_aware_datetime_uses_the_instant(sql_storage:
 
     assert later == []
     assert earlier == [{"id": 1}]
+
+
+async def test_an_in_list_of_aware_datetimes_matches_the_same_instants(sql_storage: Any) -> None:
+    other = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
+    async with sql_storage.transaction() as session:
+        await session.execute_sql(CreateTable(moments, if_not_exists=True))
+        await session.execute_sql(insert(moments).values([{"id": 1, "at": PARIS_NOON}]))
+        await session.execute_sql(insert(moments).values([{"id": 2, "at": other}]))
+        rows = await session.execute_sql(
+            select(moments.c.id)
+            .where(moments.c.at.in_([PARIS_NOON.astimezone(UTC), other]))
+            .order_by(moments.c.id)
+        )
+
+    assert rows == [{"id": 1}, {"id": 2}]

@@ -11,7 +11,7 @@ parsed where the driver returns text) exactly as a SQLAlchemy engine would.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -144,7 +144,10 @@ def compile_statement(statement: Executable, dialect: Dialect) -> CompiledStatem
     if dialect.name == "sqlite":
         # SQLite keeps datetimes as text without an offset: aware ones are written in UTC.
         values = {name: _in_utc(value) for name, value in values.items()}
-    params = [_bind(processors.get(name), values[name]) for name in compiled.positiontup or ()]
+    params = [
+        _bind(_processor_for(compiled, processors, name), values[name])
+        for name in compiled.positiontup or ()
+    ]
     columns = compiled._result_columns
     return CompiledStatement(
         compiled.string,
@@ -153,6 +156,19 @@ def compile_statement(statement: Executable, dialect: Dialect) -> CompiledStatem
         tuple(column.type for column in columns),
         dialect,
     )
+
+
+def _processor_for(compiled: SQLCompiler, processors: Mapping[str, Any], name: str) -> Any:
+    """The bind processor of ``name``, also for one value of an expanded ``IN`` list."""
+    if name in processors:
+        return processors[name]
+    # render_postcompile names the values of an expanding bind "<bind>_<n>"; they are
+    # processed like the bind they were expanded from.
+    base, _, index = name.rpartition("_")
+    bind = compiled.binds.get(base)
+    if index.isdigit() and bind is not None and bind.expanding:
+        return processors.get(base)
+    return None
 
 
 def _bind(processor: Any, value: Any) -> Any:
