@@ -153,13 +153,7 @@ class EventSourcedRepository(Generic[A]):
         Only events that occurred by ``as_of`` when it is given; an empty list when the
         aggregate was never stored. Old payloads are upcast, as when the aggregate loads.
         """
-        session = await self._uow.session()
-        stored = await session.read_stream(self._model.stream_id(aggregate_id), as_of=as_of)
-        events = self._uow.decode(stored)
-        return [
-            EventEnvelope(event, record.metadata())
-            for event, record in zip(events, stored, strict=True)
-        ]
+        return await read_history(self._uow, self._model.stream_id(aggregate_id), as_of)
 
     def _track(self, aggregate: AggregateRoot[Any, Any], version: int) -> None:
         self._uow.track(aggregate, _EventSourcedChange(aggregate, self._model, version))
@@ -238,12 +232,31 @@ class DeciderRepository(Generic[C, S, Ev]):
         events: list[Ev] = self._uow.decode(stored)  # type: ignore[assignment]
         return self._decider.fold(events), len(stored)
 
+    async def history(
+        self, aggregate_id: Any, *, as_of: datetime | None = None
+    ) -> list[EventEnvelope[object]]:
+        """The stream's events, oldest first, each with its metadata (an audit trail)."""
+        return await read_history(self._uow, f"{self._name}-{aggregate_id}", as_of)
+
     async def decide(self, aggregate_id: Any, command: C) -> list[Ev]:
         """Decide on ``command``; the events are appended at the loaded version on commit."""
         state, version = await self.load(aggregate_id)
         events = list(self._decider.decide(command, state))
         self._uow.stage(_DeciderChange(self._name, aggregate_id, events, version))
         return events
+
+
+async def read_history(
+    uow: UnitOfWork, stream_id: str, as_of: datetime | None
+) -> list[EventEnvelope[object]]:
+    """A stream's events with their metadata, upcast as on load, occurring by ``as_of``."""
+    session = await uow.session()
+    stored = await session.read_stream(stream_id, as_of=as_of)
+    events = uow.decode(stored)
+    return [
+        EventEnvelope(event, record.metadata())
+        for event, record in zip(events, stored, strict=True)
+    ]
 
 
 # -- state-stored --------------------------------------------------------------------------

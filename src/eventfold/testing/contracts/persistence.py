@@ -366,6 +366,20 @@ class PersistenceContract:
             with pytest.raises(RuleViolationError):
                 await uow.decider(counter, "Counter").decide("k-1", Increment(4))
 
+    async def test_a_deciders_history_lists_its_events_with_their_versions(
+        self, storage: Storage, events: EventRegistry
+    ) -> None:
+        source = self.source(storage, events)
+        for by in (2, 5):
+            async with source.unit_of_work() as uow:
+                await uow.decider(counter, "Counter").decide("k-9", Increment(by))
+                await uow.commit()
+        async with source.unit_of_work() as uow:
+            history = await uow.decider(counter, "Counter").history("k-9")
+        assert [envelope.event for envelope in history] == [Incremented(2), Incremented(5)]
+        assert [envelope.metadata.version for envelope in history] == [1, 2]
+        assert {envelope.metadata.stream_id for envelope in history} == {"Counter-k-9"}
+
     async def test_two_deciders_on_one_stream_conflict(
         self, storage: Storage, events: EventRegistry
     ) -> None:
