@@ -259,6 +259,30 @@ async def test_a_transaction_cancelled_mid_statement_leaves_the_next_one_a_clean
         assert await session.append("thing-1", [event_record()], expected_version=0) == 1
 
 
+async def test_close_returns_as_soon_as_the_transactions_in_flight_end(
+    storage: PostgresStorage,
+) -> None:
+    started = asyncio.Event()
+
+    async def in_flight() -> None:
+        async with storage.transaction() as session:
+            await session.append("thing-1", [event_record()], expected_version=0)
+            started.set()
+            await asyncio.sleep(0.2)
+
+    task = asyncio.create_task(in_flight())
+    await started.wait()
+    async with asyncio.timeout(3):  # close() gives up on a transaction only after 10 s
+        await storage.close()
+    await task
+    reopened = create_postgres_storage(POSTGRES_DSN, schema=storage.schema)
+    try:
+        async with reopened.transaction() as session:
+            assert await session.stream_version("thing-1") == 1
+    finally:
+        await reopened.close()
+
+
 async def test_appends_at_an_expected_version_reuse_one_plan(storage: PostgresStorage) -> None:
     # Planning an append would cost more than running it: a prepared append must keep
     # to the generic plan after PostgreSQL's first five custom ones.

@@ -82,6 +82,9 @@ class PostgresStorage:
         self._max_size = max_size
         self._name = name or _describe_dsn(dsn)
         self._pool: asyncpg.Pool | None = None
+        # The pool close() is closing: transactions still running give their connections
+        # back to it, so that close() need not wait for them until its timeout.
+        self._closing: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         # Connections taken from the pool and kept between transactions (see _release).
         self._idle: list[asyncpg.Connection] = []
@@ -133,7 +136,10 @@ class PostgresStorage:
         await self._listener.close()
         pool, self._pool = self._pool, None
         idle, self._idle = self._idle, []
-        if pool is not None:
+        if pool is None:
+            return
+        self._closing = pool
+        try:
             for connection in idle:
                 await self._give_back(pool, connection)
             try:
@@ -142,6 +148,9 @@ class PostgresStorage:
                 # A transaction that was never ended still holds a connection: rather than
                 # wait for it forever, terminate every connection (the server rolls back).
                 pool.terminate()
+        finally:
+            if self._closing is pool:
+                self._closing = None
 
     async def _acquire(self) -> asyncpg.Connection:
         while self._idle:
@@ -167,7 +176,10 @@ class PostgresStorage:
         """
         pool = self._pool
         if pool is None:
-            return
+            # Closing: the pool waits for this connection. Once closed, there is none left.
+            pool, reusable = self._closing, False
+            if pool is None:
+                return
         if reusable and not connection.is_closed() and not connection.is_in_transaction():
             self._idle.append(connection)
             return
@@ -181,6 +193,11 @@ class PostgresStorage:
             # The pool has already terminated the broken connection and will open a new
             # one; whatever the transaction did is settled, so there is nothing to report.
             return
+
+    def _events_committed(self) -> None:
+        # A transaction that outlived close() wakes no one: notifying would open a new pool.
+        if self._pool is not None:
+            self._notifier.events_committed()
 
     async def _notify(self) -> None:
         connection = await self._acquire()
@@ -261,7 +278,7 @@ class PostgresTransaction:
             if exc_type is None:
                 await transaction.commit()
                 if session.appended:
-                    self._storage._notifier.events_committed()
+                    self._storage._events_committed()
             else:
                 await transaction.rollback()
             ended_cleanly = exc_type is None or not issubclass(exc_type, asyncio.CancelledError)
