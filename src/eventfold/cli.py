@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from eventfold.adapters.sql import metadata
+from eventfold.adapters.sql.read_model import create_read_models
 from eventfold.adapters.url import SUPPORTED_URLS, sqlite_path, storage_from_url
 from eventfold.application.projections import ProjectionRunner, projection_lag
 from eventfold.cli_outbox import app as outbox_app
@@ -258,6 +260,11 @@ async def _rebuild(application: Any, name: str) -> int:
     if name not in runner.projections:
         msg = f"no projection named {name!r}; the application has {sorted(runner.projections)}"
         raise CommandError(msg)
+    # A database made by `eventfold db init` has eventfold's tables only: create the
+    # projection's own read-model tables if they are missing (idempotent).
+    await create_read_models(
+        application.storage, [p for p in application.projections if p.name == name]
+    )
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -282,10 +289,18 @@ def load_app(path: str | None, database_url: str) -> Any:
     if not attr:
         msg = f"--app takes module:attr, got {path!r}"
         raise CommandError(msg)
+    # A console script's sys.path holds its own directory, not the working directory:
+    # look there first, as uvicorn and gunicorn do, so `--app myapp.main:app` finds the
+    # project the command is run from.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         target = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        msg = f"cannot load the application {path!r}: {exc}"
+        msg = (
+            f"cannot load the application {path!r}: {exc}; run the command from the "
+            "directory that holds the module, or add it to PYTHONPATH"
+        )
         raise CommandError(msg) from exc
     application = target(database_url) if callable(target) else target
     missing = [a for a in ("storage", "events", "projections") if not hasattr(application, a)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,6 +88,37 @@ def test_projections_rebuild_replays_the_log_through_the_application(shop_url: s
     )
     assert code == 0, output
     assert "rebuilt order-summaries: 11 events replayed" in output
+
+
+def test_rebuilding_after_db_init_creates_the_read_model_tables(database_url: str) -> None:
+    assert invoke("db", "init", "--database-url", database_url)[0] == 0
+    code, output = invoke(
+        "projections", "rebuild", "order-summaries", "--database-url", database_url, "--app", SHOP
+    )
+    assert code == 0, output
+    assert "rebuilt order-summaries: 0 events replayed" in output
+
+
+def test_the_application_module_is_found_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = unique_name("cli_app")
+    (tmp_path / f"{module}.py").write_text(f"from {SHOP.replace(':', ' import ')}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # restored after the test
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert invoke("db", "init", "--database-url", url)[0] == 0
+    code, output = invoke(
+        "projections",
+        "rebuild",
+        "order-summaries",
+        "--database-url",
+        url,
+        "--app",
+        f"{module}:bootstrap",
+    )
+    assert code == 0, output
+    monkeypatch.delitem(sys.modules, module)
 
 
 def test_rebuilding_an_unknown_projection_names_the_known_ones(shop_url: str) -> None:
