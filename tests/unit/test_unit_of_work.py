@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import TracebackType
+
 import pytest
 
 from eventfold import (
@@ -12,6 +14,8 @@ from eventfold import (
     UnitOfWork,
 )
 from eventfold.adapters.memory import create_memory_storage
+from eventfold.adapters.memory.storage import MemorySession, MemoryStorage
+from eventfold.errors import StoreUnavailableError
 from tests.unit.test_persistence_model import Cart, Note
 
 
@@ -49,3 +53,30 @@ async def test_a_unit_of_work_returns_the_instance_it_already_loaded() -> None:
     cart = Cart("c-1")
     uow.event_sourced(Cart).add(cart)
     assert await uow.event_sourced(Cart).get("c-1") is cart
+
+
+class _UnreachableTransaction:
+    """A transaction that cannot begin; like the real ones, it cannot end unbegun either."""
+
+    async def __aenter__(self) -> MemorySession:
+        raise StoreUnavailableError("test-store", "down")
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        raise AssertionError("ended a transaction that never began")
+
+
+class _UnreachableStorage(MemoryStorage):
+    def transaction(self) -> _UnreachableTransaction:  # type: ignore[override]
+        return _UnreachableTransaction()
+
+
+async def test_a_transaction_that_cannot_begin_is_reported_as_it_failed() -> None:
+    uow = UnitOfWork(_UnreachableStorage(name="test-store"), PersistenceModel(), EventRegistry())
+    with pytest.raises(StoreUnavailableError, match="test-store is unreachable"):
+        async with uow:
+            await uow.session()

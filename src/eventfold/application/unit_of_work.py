@@ -245,8 +245,10 @@ class UnitOfWork:
             if self._finished:
                 msg = "this unit of work has finished: open a new one per command"
                 raise ConfigurationError(msg)
-            self._transaction = self.storage.transaction()
-            self._session = await self._transaction.__aenter__()
+            transaction = self.storage.transaction()
+            # Kept only once begun: a transaction that failed to begin must not be ended.
+            self._session = await transaction.__aenter__()
+            self._transaction = transaction
         return self._session
 
     def tracked(self, entity_type: type, entity_id: object) -> Entity[Any] | None:
