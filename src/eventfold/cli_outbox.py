@@ -95,13 +95,21 @@ async def serve_relay(relay: OutboxRelay) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, request_stop)
+    # The relay runs in a task of its own: past its grace period, ``stop()`` cancels the
+    # task that runs it and waits for it, which must not be the task waiting for ``stop()``.
+    runner = loop.create_task(relay.run(), name="eventfold-outbox-relay")
     try:
-        await relay.run()
+        await asyncio.wait({runner})
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        if not runner.done():  # this task was cancelled: take the relay down with it
+            runner.cancel()
+            await asyncio.wait({runner})
         if stopping:
             await asyncio.gather(*stopping)
+    if not runner.cancelled():  # cancelled by stop(): its batch was released, not lost
+        runner.result()
 
 
 def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:

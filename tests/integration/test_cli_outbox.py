@@ -16,10 +16,12 @@ from typing import Any, TypeVar
 import pytest
 from typer.testing import CliRunner
 
+from eventfold.adapters.memory.outbox import create_memory_outbox_store
 from eventfold.adapters.rabbitmq import create_rabbitmq_broker
 from eventfold.adapters.url import storage_from_url
+from eventfold.application.outbox import OutboxRelay
 from eventfold.cli import app
-from eventfold.cli_outbox import parse_duration, relay_store_for
+from eventfold.cli_outbox import parse_duration, relay_store_for, serve_relay
 from eventfold.ports import OutboxRelayStore
 from eventfold.testing.contracts.broker import Inbox
 from eventfold.testing.contracts.outbox import add_outbox_rows
@@ -315,3 +317,26 @@ def test_an_unreachable_database_is_one_line() -> None:
     assert code == 1
     assert "is unreachable" in output
     assert len(output.strip().splitlines()) == 1
+
+
+async def test_serve_relay_returns_when_a_batch_outlasts_the_grace_period_after_sigterm(
+    memory_storage: Any,
+) -> None:
+    entered, never = asyncio.Event(), asyncio.Event()
+
+    class HangingPublisher:
+        async def publish(self, messages: object) -> None:
+            entered.set()
+            await never.wait()
+
+    class ImpatientRelay(OutboxRelay):
+        async def stop(self, *, timeout: float = 0.1) -> None:  # noqa: ASYNC109
+            await super().stop(timeout=0.1)
+
+    await add_outbox_rows(memory_storage, "a-1")
+    store = create_memory_outbox_store(memory_storage)
+    serving = asyncio.create_task(serve_relay(ImpatientRelay(store, HangingPublisher())))
+    await asyncio.wait_for(entered.wait(), 5)
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(serving, 5)
+    assert (await store.outbox_stats()).backlog == 1
