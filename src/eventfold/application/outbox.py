@@ -7,11 +7,13 @@ delay (tenacity's ``wait_exponential`` plus ``wait_random``) before its next att
 
 - The broker refuses a message (or the publisher raises for it): the batch is retried
   one message at a time to find it; after ``max_attempts`` attempts it is dead, and
-  waits for ``eventfold outbox requeue``. Later rows of its aggregate wait for it
-  until then, so an aggregate's events never overtake each other.
+  waits for ``eventfold outbox requeue``. While it is retried, later rows of its
+  aggregate wait for it; once it is dead they go on, and a requeued row is published
+  after them.
 - The broker is unreachable: every row of the batch records the attempt and its
-  backoff, and the relay itself waits with backoff before it tries again. Such
-  attempts never make a row dead: an outage delays events, it never drops them.
+  backoff, and the relay itself waits with backoff before it tries again. An outage
+  never makes a row dead (it delays events, it never drops them), but its attempts
+  count: after a long outage, one refusal can make a row dead.
 - The relay dies mid-batch: nothing it had not recorded is lost; the rows are claimed
   again and published again. Consumers deduplicate by event id (see the inbox).
 """
