@@ -9,6 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import asyncpg
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
+from eventfold import QueryOptions
+from eventfold.adapters.sql.specification import search_table
 from eventfold.adapters.sql.statements import compile_statement
 from eventfold.errors import ConfigurationError
 
@@ -43,3 +45,10 @@ def test_result_keys_follow_the_selected_columns() -> None:
 def test_dialects_binding_parameters_by_name_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="positional"):
         compile_statement(sa.select(items), PGDialect_psycopg())
+
+
+def test_searching_a_table_in_a_session_that_runs_no_sql_says_so() -> None:
+    table = sa.Table("views", sa.MetaData(), sa.Column("id", sa.String, primary_key=True))
+
+    with pytest.raises(ConfigurationError, match="runs no SQL"):
+        search_table(object(), table, QueryOptions())  # type: ignore[arg-type]

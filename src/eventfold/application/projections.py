@@ -132,6 +132,8 @@ class ProjectionFailedError(EventfoldError):
         self.projection = projection
         self.event_id = event.event_id
         self.type_name = event.type_name
+        self.stream_id = event.stream_id
+        self.version = event.version
         self.position = event.log_position
         self.error = error
 

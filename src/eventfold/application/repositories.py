@@ -31,25 +31,24 @@ __all__ = [
 ]
 
 A = TypeVar("A", bound=AggregateRoot[Any, Any])
-E_co = TypeVar("E_co", bound=Entity[Any], covariant=True)  # `add` takes Any to stay covariant
 T = TypeVar("T", bound=Entity[Any])
 C = TypeVar("C")
 S = TypeVar("S")
 Ev = TypeVar("Ev")
 
 
-class Repository(Protocol[E_co]):
+class Repository(Protocol[T]):
     """What every repository offers a command handler."""
 
-    async def get(self, aggregate_id: Any) -> E_co | None:
+    async def get(self, aggregate_id: Any) -> T | None:
         """The aggregate, or None when nothing is stored under ``aggregate_id``."""
         ...
 
-    async def get_required(self, aggregate_id: Any) -> E_co:
+    async def get_required(self, aggregate_id: Any) -> T:
         """The aggregate, or :class:`AggregateNotFoundError`."""
         ...
 
-    def add(self, aggregate: Any) -> None:
+    def add(self, aggregate: T) -> None:
         """Track a new aggregate: stored on commit."""
         ...
 

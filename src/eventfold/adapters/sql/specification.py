@@ -64,7 +64,7 @@ from eventfold.domain.specification import (
     resolve_field,
 )
 from eventfold.errors import ConfigurationError, QueryError, UnknownFieldError
-from eventfold.ports.storage import SqlExecutor
+from eventfold.ports.storage import SqlExecutor, StorageSession
 
 __all__ = [
     "SqlQuery",
@@ -493,13 +493,24 @@ async def fetch_page(executor: SqlExecutor, query: SqlQuery) -> Page[Row]:
 
 
 def search_table(
-    executor: SqlExecutor, table: Table, options: QueryOptions, *, fields: FieldSet | None = None
+    executor: SqlExecutor | StorageSession,
+    table: Table,
+    options: QueryOptions,
+    *,
+    fields: FieldSet | None = None,
 ) -> SearchResult[Row]:
-    """A search over a user's table, run page by page in ``executor``'s transaction."""
+    """A search over a user's table, run page by page in ``executor``'s transaction.
+
+    ``executor`` is a SQL backend's session, such as ``await uow.session()``.
+    """
     table_query(table, options, fields=fields)  # invalid options fail here, not on await
+    if not hasattr(executor, "execute_sql"):
+        msg = f"{type(executor).__name__} runs no SQL: search a table on a SQL backend"
+        raise ConfigurationError(msg)
+    sql: SqlExecutor = executor  # type: ignore[assignment]  # it runs SQL, checked above
 
     async def fetch(page_options: QueryOptions) -> Page[Row]:
-        return await fetch_page(executor, table_query(table, page_options, fields=fields))
+        return await fetch_page(sql, table_query(table, page_options, fields=fields))
 
     return SearchResult(fetch, options)
 

@@ -176,6 +176,7 @@ class ProjectionContract:
             await runner.process_batch("balances")
 
         assert failure.value.type_name == "Deposited"
+        assert (failure.value.stream_id, failure.value.version) == ("account-a", 2)
         assert "666" in str(failure.value)
         assert failure.value.position.position > 0
         async with storage.transaction() as session:
