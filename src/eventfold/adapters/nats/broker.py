@@ -35,6 +35,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.client import JetStreamContext
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from eventfold.adapters.consumer_tasks import report_consumer_failure
 from eventfold.errors import BrokerUnavailableError, MessagingError, PublishError
 from eventfold.ports.broker import (
     BrokerMessage,
@@ -145,17 +146,21 @@ class NatsSubscription:
         """Create the durable consumer and start pulling."""
         pull = await self._open()
         self._task = asyncio.create_task(self._run(pull), name=f"eventfold-nats-{self._group}")
+        self._task.add_done_callback(report_consumer_failure)
 
     async def stop(self) -> None:
         """Finish the delivery in hand, then stop and close the connection."""
         self._stopping = True
-        if self._task is not None:
-            if not self._handling:
-                # Only an idle consumer is cancelled: a delivery in hand always completes.
-                self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._close()
+        try:
+            if self._task is not None:
+                if not self._handling:
+                    # Only an idle consumer is cancelled: a delivery in hand always completes.
+                    self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        finally:
+            # A consumer that died of an error still gives its connection back.
+            await self._close()
 
     def _filter(self) -> str:
         if self._event_types is not None and len(self._event_types) == 1:

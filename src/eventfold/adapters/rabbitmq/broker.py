@@ -39,6 +39,7 @@ from aio_pika.abc import (
 from aiormq.abc import ChannelFrame
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from eventfold.adapters.consumer_tasks import report_consumer_failure
 from eventfold.adapters.rabbitmq.wire import publish_frames, short_string
 from eventfold.errors import BrokerUnavailableError, MessagingError, PublishError
 from eventfold.ports.broker import (
@@ -162,17 +163,21 @@ class RabbitMQSubscription:
         self._task = asyncio.create_task(
             self._run(iterator), name=f"eventfold-rabbitmq-{self._group}"
         )
+        self._task.add_done_callback(report_consumer_failure)
 
     async def stop(self) -> None:
         """Finish the delivery in hand, then stop and close the connection."""
         self._stopping = True
-        if self._task is not None:
-            if not self._handling:
-                # Only an idle consumer is cancelled: a delivery in hand always completes.
-                self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._close()
+        try:
+            if self._task is not None:
+                if not self._handling:
+                    # Only an idle consumer is cancelled: a delivery in hand always completes.
+                    self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        finally:
+            # A consumer that died of an error still gives its connection back.
+            await self._close()
 
     async def _open(self) -> AbstractQueueIterator:
         await self._close()

@@ -35,6 +35,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from eventfold.adapters.consumer_tasks import report_consumer_failure
 from eventfold.errors import BrokerUnavailableError, MessagingError, PublishError
 from eventfold.ports.broker import (
     BrokerMessage,
@@ -136,19 +137,23 @@ class RedisStreamsSubscription:
         """Create the group if needed and start reading."""
         await self._create_group()
         self._task = asyncio.create_task(self._run(), name=f"eventfold-redis-{self._group}")
+        self._task.add_done_callback(report_consumer_failure)
 
     async def stop(self) -> None:
         """Finish the delivery in hand, then stop; leave the group tidy."""
         self._stopping = True
-        if self._task is not None:
-            if not self._handling:
-                # Only an idle consumer is cancelled: a delivery in hand always completes.
-                self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        with contextlib.suppress(MessagingError):
-            await self._forget_consumer()
-        await self._redis.aclose()
+        try:
+            if self._task is not None:
+                if not self._handling:
+                    # Only an idle consumer is cancelled: a delivery in hand always completes.
+                    self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        finally:
+            # A consumer that died of an error still leaves the group tidy and disconnects.
+            with contextlib.suppress(MessagingError):
+                await self._forget_consumer()
+            await self._redis.aclose()
 
     async def _create_group(self) -> None:
         with _translated("create a consumer group"):
