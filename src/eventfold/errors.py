@@ -195,7 +195,10 @@ class StoreUnavailableError(PersistenceError):
     """The database or cache cannot be reached."""
 
     def __init__(self, store: str, reason: str) -> None:
-        super().__init__(f"{store} is unreachable: {reason}")
+        super().__init__(
+            f"{store} is unreachable: {reason} (check that the server is running and that "
+            "the URL, host and port are right)"
+        )
         self.store = store
         self.reason = reason
 

@@ -122,3 +122,18 @@ async def test_readers_see_the_previous_complete_table_while_a_rebuild_runs(stor
 
     assert during == before
     assert await read_totals(storage) == before
+
+
+async def test_a_batch_larger_than_one_statement_can_bind_is_written_in_several(
+    storage: Any,
+) -> None:
+    registry = EventRegistry([Paid])
+    payments = [Paid(f"acc-{i}", 1) for i in range(12_000)]  # 36,000 values to insert
+    await append_payments(storage, registry, payments)
+    runner = ProjectionRunner(storage, registry, [Totals()], batch_size=12_000)
+
+    await runner.rebuild("totals")
+
+    totals = await read_totals(storage)
+    assert len(totals) == 12_000
+    assert totals["acc-11999"] == (1, 1)

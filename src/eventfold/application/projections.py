@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from eventfold.domain.dispatch import find_handler
 from eventfold.domain.errors import ConfigurationError, EventfoldError
 from eventfold.domain.events import EventMetadata
-from eventfold.errors import ConcurrencyError
+from eventfold.errors import ConcurrencyError, StoreUnavailableError
 from eventfold.ports.records import LOG_START, LogPosition, StoredEvent
 from eventfold.ports.storage import Storage, StorageSession
 from eventfold.serialization import EventRegistry
@@ -300,6 +300,13 @@ class ProjectionRunner:
                 logger.error("%s", failure, extra={"projection": name})
                 self._status[name] = ProjectionStatus(name, "failed", failure)
                 return
+            except StoreUnavailableError as exc:
+                # A database that went away is waited out: the checkpoint did not move, so
+                # the projection resumes exactly where it was once the database answers.
+                logger.warning("projection %s waits for the database: %s", name, exc)
+                await self._idle(wait)
+                wait = min(wait * 2, self._max_idle_wait)
+                continue
             if count:
                 wait = 0.05
                 continue

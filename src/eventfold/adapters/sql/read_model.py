@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, delete, insert, select, tuple_
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -15,6 +15,17 @@ from eventfold.ports.storage import SqlExecutor, Storage
 __all__ = ["RowBuffer", "TableReadModel", "create_read_models"]
 
 Key = tuple[Any, ...]
+T = TypeVar("T")
+
+# PostgreSQL binds at most 32,767 parameters in one statement and SQLite 32,766: a batch
+# is written in as many statements as keep each one below that.
+_MAX_PARAMETERS = 30_000
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    step = max(size, 1)
+    for start in range(0, len(items), step):
+        yield items[start : start + step]
 
 
 class TableReadModel:
@@ -119,15 +130,15 @@ class RowBuffer:
         columns = self._model.key_columns
         table = self._model.table
         stale = keys if not self._known_empty else [k for k in keys if k in self._stored]
-        if stale:
+        for stale_keys in _chunks(stale, _MAX_PARAMETERS // len(columns)):
             if len(columns) == 1:
-                condition = columns[0].in_([key[0] for key in stale])
+                condition = columns[0].in_([key[0] for key in stale_keys])
             else:
-                condition = tuple_(*columns).in_(stale)
+                condition = tuple_(*columns).in_(stale_keys)
             await self._context.execute(delete(table).where(condition))
         live = [row for key in keys if (row := self._rows[key]) is not None]
-        if live:
-            await self._context.execute(insert(table).values(live))
+        for rows in _chunks(live, _MAX_PARAMETERS // len(table.columns)):
+            await self._context.execute(insert(table).values(rows))
         if self._known_empty:
             self._stored.update(self._model.key_of(row) for row in live)
             self._stored.difference_update(k for k in keys if self._rows[k] is None)
