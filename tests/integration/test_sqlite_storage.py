@@ -294,3 +294,20 @@ async def test_a_cancelled_transaction_rolls_back_and_frees_the_storage(
         await task
 
     assert await versions(storage, "order-1") == []
+
+
+async def test_a_session_used_after_its_transaction_ended_fails_and_keeps_no_lock(
+    storage: SqliteStorage,
+) -> None:
+    async with storage.transaction() as session:
+        await session.stream_version("order-1")
+    with pytest.raises(PersistenceError, match="transaction has ended"):
+        await session.append("order-1", [event_record()], expected_version=0)
+
+    async def next_writer() -> None:
+        async with storage.transaction() as other:
+            await other.append("order-2", [event_record()], expected_version=0)
+
+    async with asyncio.timeout(3):
+        await asyncio.create_task(next_writer())
+    assert await versions(storage, "order-1") == []

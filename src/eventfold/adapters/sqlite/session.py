@@ -108,6 +108,27 @@ class WriterSource(Protocol):
         ...
 
 
+class _EndedTransaction:
+    """Stands in for the storage of a session whose transaction has ended.
+
+    A session kept past its block must fail loudly: taking the writer again would hold
+    SQLite's write lock with no one left to release it.
+    """
+
+    async def reader(self) -> Connection | None:
+        raise PersistenceError(_ENDED_MESSAGE)
+
+    async def acquire_writer(self) -> Connection:
+        raise PersistenceError(_ENDED_MESSAGE)
+
+    def release_writer(self) -> None:
+        """Nothing to release: the session holds nothing any more."""
+
+
+_ENDED_MESSAGE = "this storage session's transaction has ended: open a new transaction"
+_ENDED = _EndedTransaction()
+
+
 def to_text(moment: datetime) -> str:
     """A timestamp as stored: UTC, ISO 8601, fixed width, so text order is time order."""
     if moment.tzinfo is None:
@@ -269,6 +290,7 @@ class SqliteSession:
     async def finish(self, *, commit: bool) -> None:
         """Commit or roll back, if anything was begun, and let the next writer in."""
         writer, self._writer = self._writer, None
+        storage, self._storage = self._storage, _ENDED
         if writer is None:
             return
         try:
@@ -280,7 +302,7 @@ class SqliteSession:
                 # The writer's thread runs it before the next transaction's first step.
                 writer.submit(_end_quietly)
         finally:
-            self._storage.release_writer()
+            storage.release_writer()
 
     # -- streams -----------------------------------------------------------------------
 
