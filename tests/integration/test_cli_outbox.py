@@ -82,7 +82,9 @@ def kill_rows(url: str, count: int, error: str) -> list[int]:
         async with store.claim(limit=count, now=NOW + timedelta(seconds=1)) as claim:
             ids = [entry.id for entry in claim.entries]
             for entry_id in ids:
-                await claim.record_failure(entry_id, error=error, next_attempt_at=NOW, dead=True)
+                await claim.record_failure(
+                    entry_id, error=error, next_attempt_at=NOW, dead=True, refused=True
+                )
         return ids
 
     return with_store(url, work)

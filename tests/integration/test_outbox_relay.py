@@ -131,6 +131,29 @@ async def test_an_unreachable_broker_records_attempts_and_backoff_but_never_kill
     assert await relay.relay_once() == 2
 
 
+async def test_a_refusal_after_a_long_outage_does_not_kill_the_row_at_once(
+    memory_storage: Any, broker: Any
+) -> None:
+    (row,) = await add_outbox_rows(memory_storage, "a-1")
+    publisher = FlakyPublisher(broker)
+    publisher.down = True
+    store = create_memory_outbox_store(memory_storage)
+    relay = OutboxRelay(store, publisher, retry=FAST)
+    for _ in range(FAST.max_attempts + 1):
+        with pytest.raises(BrokerUnavailableError):
+            await relay.relay_once()
+        await asyncio.sleep(FAST.maximum + FAST.jitter)
+    publisher.down = False
+    publisher.refused.add(row.event_id)
+
+    await relay.relay_once()
+
+    entry = await store.load_entry(1)
+    assert entry is not None
+    assert (entry.refusals, entry.dead) == (1, False)
+    assert entry.attempts == FAST.max_attempts + 2
+
+
 async def test_a_running_relay_waits_out_an_outage_and_then_drains_the_backlog(
     memory_storage: Any, broker: Any
 ) -> None:

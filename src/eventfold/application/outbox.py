@@ -11,9 +11,8 @@ delay (tenacity's ``wait_exponential`` plus ``wait_random``) before its next att
   aggregate wait for it; once it is dead they go on, and a requeued row is published
   after them.
 - The broker is unreachable: every row of the batch records the attempt and its
-  backoff, and the relay itself waits with backoff before it tries again. An outage
-  never makes a row dead (it delays events, it never drops them), but its attempts
-  count: after a long outage, one refusal can make a row dead.
+  backoff, and the relay itself waits with backoff before it tries again. Only
+  refusals count towards ``max_attempts``: an outage delays events, it never drops them.
 - The relay dies mid-batch: nothing it had not recorded is lost; the rows are claimed
   again and published again. Consumers deduplicate by event id (see the inbox).
 """
@@ -203,15 +202,18 @@ class OutboxRelay:
     async def _record_refusal(
         self, claim: OutboxClaim, entry: OutboxEntry, exc: Exception, now: datetime
     ) -> None:
-        attempt = entry.attempts + 1
-        dead = attempt >= self._retry.max_attempts
+        # Only refusals count towards the limit: attempts made while the broker was
+        # unreachable say nothing about this message.
+        refusals = entry.refusals + 1
+        dead = refusals >= self._retry.max_attempts
         if dead:
-            _log.error("outbox row %s is dead after %s attempts: %s", entry.id, attempt, exc)
+            _log.error("outbox row %s is dead after %s refusals: %s", entry.id, refusals, exc)
         await claim.record_failure(
             entry.id,
             error=_describe(exc),
-            next_attempt_at=self._next_attempt(now, attempt),
+            next_attempt_at=self._next_attempt(now, entry.attempts + 1),
             dead=dead,
+            refused=True,
         )
 
     async def _record_outage(
@@ -225,7 +227,7 @@ class OutboxRelay:
         for entry in entries:
             next_attempt_at = self._next_attempt(now, entry.attempts + 1)
             await claim.record_failure(
-                entry.id, error=error, next_attempt_at=next_attempt_at, dead=False
+                entry.id, error=error, next_attempt_at=next_attempt_at, dead=False, refused=False
             )
 
     def _next_attempt(self, now: datetime, attempt: int) -> datetime:

@@ -46,9 +46,10 @@ class OutboxClaim(Protocol):
         ...
 
     async def record_failure(
-        self, entry_id: int, *, error: str, next_attempt_at: datetime, dead: bool
+        self, entry_id: int, *, error: str, next_attempt_at: datetime, dead: bool, refused: bool
     ) -> None:
-        """Count one more attempt, with its error; ``dead`` takes the row out of the relay."""
+        """Count one more attempt, with its error; ``refused`` counts a refusal by the broker
+        (not an outage); ``dead`` takes the row out of the relay."""
         ...
 
 

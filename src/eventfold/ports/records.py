@@ -149,3 +149,5 @@ class OutboxEntry:
     published_at: datetime | None
     last_error: str | None
     dead: bool
+    refusals: int = 0
+    """Attempts the broker refused (``attempts`` also counts those made during outages)."""

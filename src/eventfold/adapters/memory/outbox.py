@@ -49,7 +49,7 @@ class MemoryOutboxClaim:
     def __init__(self, entries: list[OutboxEntry]) -> None:
         self._entries = entries
         self.published: dict[int, datetime] = {}
-        self.failures: dict[int, tuple[str, datetime, bool]] = {}
+        self.failures: dict[int, tuple[str, datetime, bool, bool]] = {}
 
     @property
     def entries(self) -> Sequence[OutboxEntry]:
@@ -61,10 +61,10 @@ class MemoryOutboxClaim:
         self.published.update(dict.fromkeys(entry_ids, at))
 
     async def record_failure(
-        self, entry_id: int, *, error: str, next_attempt_at: datetime, dead: bool
+        self, entry_id: int, *, error: str, next_attempt_at: datetime, dead: bool, refused: bool
     ) -> None:
         """Count one more attempt, with its error; ``dead`` takes the row out of the relay."""
-        self.failures[entry_id] = (error, next_attempt_at, dead)
+        self.failures[entry_id] = (error, next_attempt_at, dead, refused)
 
     def apply_to(self, entry: OutboxEntry) -> OutboxEntry:
         """``entry`` with what this claim recorded about it."""
@@ -74,10 +74,11 @@ class MemoryOutboxClaim:
         failure = self.failures.get(entry.id)
         if failure is None:
             return entry
-        error, next_attempt_at, dead = failure
+        error, next_attempt_at, dead, refused = failure
         return dataclasses.replace(
             entry,
             attempts=entry.attempts + 1,
+            refusals=entry.refusals + refused,
             last_error=error,
             next_attempt_at=next_attempt_at,
             dead=dead,
@@ -133,7 +134,7 @@ class MemoryOutboxStore:
         for index, entry in enumerate(outbox):
             if entry.dead and (wanted is None or entry.id in wanted):
                 outbox[index] = dataclasses.replace(
-                    entry, dead=False, attempts=0, next_attempt_at=None
+                    entry, dead=False, attempts=0, refusals=0, next_attempt_at=None
                 )
                 count += 1
         return count

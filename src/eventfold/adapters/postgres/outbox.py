@@ -30,7 +30,7 @@ __all__ = ["PostgresOutboxClaim", "PostgresOutboxStore", "create_postgres_outbox
 _COLUMNS = (
     "id, event_id, type_name, schema_version, aggregate_type, aggregate_id, data::text, "
     "occurred_at, correlation_id, causation_id, actor, created_at, attempts, "
-    "next_attempt_at, published_at, last_error, dead"
+    "next_attempt_at, published_at, last_error, dead, refusals"
 )
 """In the order ``_outbox_entry`` unpacks."""
 
@@ -65,7 +65,8 @@ MARK_PUBLISHED = "UPDATE eventfold_outbox SET published_at = $2 WHERE id = ANY($
 
 RECORD_FAILURE = """
 UPDATE eventfold_outbox
-SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3, dead = $4
+SET attempts = attempts + 1, refusals = refusals + $5, last_error = $2,
+    next_attempt_at = $3, dead = $4
 WHERE id = $1
 """
 
@@ -83,7 +84,7 @@ WHERE published_at IS NULL AND dead AND id > $2 ORDER BY id LIMIT $1
 
 LOAD_ENTRY = f"SELECT {_COLUMNS} FROM eventfold_outbox WHERE id = $1"
 
-_REQUEUED = "dead = false, attempts = 0, next_attempt_at = NULL"
+_REQUEUED = "dead = false, attempts = 0, refusals = 0, next_attempt_at = NULL"
 REQUEUE = f"UPDATE eventfold_outbox SET {_REQUEUED} WHERE dead AND id = ANY($1::bigint[])"
 REQUEUE_ALL = f"UPDATE eventfold_outbox SET {_REQUEUED} WHERE dead"
 
@@ -113,10 +114,12 @@ class PostgresOutboxClaim:
         await self._session._execute(MARK_PUBLISHED, list(entry_ids), at)
 
     async def record_failure(
-        self, entry_id: int, *, error: str, next_attempt_at: datetime, dead: bool
+        self, entry_id: int, *, error: str, next_attempt_at: datetime, dead: bool, refused: bool
     ) -> None:
         """Count one more attempt, with its error; ``dead`` takes the row out of the relay."""
-        await self._session._execute(RECORD_FAILURE, entry_id, error, next_attempt_at, dead)
+        await self._session._execute(
+            RECORD_FAILURE, entry_id, error, next_attempt_at, dead, int(refused)
+        )
 
 
 class PostgresOutboxStore:

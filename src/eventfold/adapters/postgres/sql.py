@@ -251,7 +251,7 @@ VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, now())
 READ_OUTBOX = """
 SELECT id, event_id, type_name, schema_version, aggregate_type, aggregate_id, data::text,
        occurred_at, correlation_id, causation_id, actor, created_at, attempts,
-       next_attempt_at, published_at, last_error, dead
+       next_attempt_at, published_at, last_error, dead, refusals
 FROM eventfold_outbox
 WHERE published_at IS NULL AND NOT dead
 ORDER BY id

@@ -112,6 +112,9 @@ outbox = Table(
     Column("created_at", _timestamp, nullable=False),
     Column("published_at", _timestamp),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
+    # Attempts the broker refused, as opposed to attempts made while it was unreachable:
+    # only refusals make a row dead.
+    Column("refusals", Integer, nullable=False, server_default=text("0")),
     Column("next_attempt_at", _timestamp),
     Column("last_error", Text),
     Column("dead", Boolean, nullable=False, server_default=text("false")),

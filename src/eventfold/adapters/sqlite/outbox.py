@@ -47,7 +47,7 @@ ORDER BY c.id
 """
 _MARK_PUBLISHED = "UPDATE eventfold_outbox SET published_at = ? WHERE id = ?"
 _RECORD_FAILURE = (
-    "UPDATE eventfold_outbox SET attempts = attempts + 1, last_error = ?, "
+    "UPDATE eventfold_outbox SET attempts = attempts + 1, refusals = refusals + ?, last_error = ?, "
     "next_attempt_at = ?, dead = ? WHERE id = ?"
 )
 _STATS = (
@@ -59,7 +59,10 @@ _READ_DEAD = (
     "WHERE published_at IS NULL AND dead AND id > ? ORDER BY id LIMIT ?"
 )
 _LOAD_ENTRY = f"SELECT {_OUTBOX_COLUMNS} FROM eventfold_outbox WHERE id = ?"
-_REQUEUE = "UPDATE eventfold_outbox SET dead = 0, attempts = 0, next_attempt_at = NULL WHERE dead"
+_REQUEUE = (
+    "UPDATE eventfold_outbox SET dead = 0, attempts = 0, refusals = 0, next_attempt_at = NULL "
+    "WHERE dead"
+)
 _PURGE_PUBLISHED = "DELETE FROM eventfold_outbox WHERE published_at < ?"
 
 
@@ -69,7 +72,7 @@ class SqliteOutboxClaim:
     def __init__(self, entries: list[OutboxEntry]) -> None:
         self._entries = entries
         self.published: list[tuple[str, int]] = []
-        self.failures: list[tuple[str, str, bool, int]] = []
+        self.failures: list[tuple[int, str, str, bool, int]] = []
 
     @property
     def entries(self) -> Sequence[OutboxEntry]:
@@ -82,10 +85,10 @@ class SqliteOutboxClaim:
         self.published.extend((stamp, entry_id) for entry_id in entry_ids)
 
     async def record_failure(
-        self, entry_id: int, *, error: str, next_attempt_at: datetime, dead: bool
+        self, entry_id: int, *, error: str, next_attempt_at: datetime, dead: bool, refused: bool
     ) -> None:
         """Count one more attempt, with its error; ``dead`` takes the row out of the relay."""
-        self.failures.append((error, to_text(next_attempt_at), dead, entry_id))
+        self.failures.append((int(refused), error, to_text(next_attempt_at), dead, entry_id))
 
     def write(self, db: Db) -> None:
         """Apply what was recorded (run inside a write transaction)."""

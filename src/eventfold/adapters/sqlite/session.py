@@ -70,7 +70,7 @@ _INSERT_EVENT = (
 _OUTBOX_COLUMNS = (
     "id, event_id, type_name, schema_version, aggregate_type, aggregate_id, data, "
     "occurred_at, correlation_id, causation_id, actor, created_at, attempts, "
-    "next_attempt_at, published_at, last_error, dead"
+    "next_attempt_at, published_at, last_error, dead, refusals"
 )
 _INSERT_OUTBOX = (
     "INSERT INTO eventfold_outbox (event_id, type_name, schema_version, aggregate_type, "
@@ -193,6 +193,7 @@ def _outbox_entry(row: tuple[Any, ...]) -> OutboxEntry:
         published_at=None if row[14] is None else _from_text(row[14]),
         last_error=row[15],
         dead=bool(row[16]),
+        refusals=row[17],
     )
 
 

@@ -59,11 +59,18 @@ async def _claimed(store: OutboxRelayStore, *, limit: int = 100, now: datetime =
         return _payloads(claim.entries)
 
 
-async def _fail(store: OutboxRelayStore, *, next_at: datetime, dead: bool, limit: int = 1) -> None:
+async def _fail(
+    store: OutboxRelayStore,
+    *,
+    next_at: datetime,
+    dead: bool,
+    limit: int = 1,
+    refused: bool = True,
+) -> None:
     async with store.claim(limit=limit, now=NOW) as claim:
         for entry in claim.entries:
             await claim.record_failure(
-                entry.id, error="refused", next_attempt_at=next_at, dead=dead
+                entry.id, error="refused", next_attempt_at=next_at, dead=dead, refused=refused
             )
 
 
@@ -120,6 +127,27 @@ class OutboxRelayContract:
             (entry,) = claim.entries
         assert (entry.attempts, entry.last_error, entry.dead) == (1, "refused", False)
         assert entry.next_attempt_at == later
+
+    async def test_refusals_are_counted_apart_from_attempts_made_during_outages(
+        self, storage: Storage, outbox_store: OutboxRelayStore
+    ) -> None:
+        await add_outbox_rows(storage, "a-1")
+        await _fail(outbox_store, next_at=NOW, dead=False, refused=False)
+        await _fail(outbox_store, next_at=NOW, dead=False, refused=False)
+        await _fail(outbox_store, next_at=NOW, dead=False, refused=True)
+        async with outbox_store.claim(limit=10, now=NOW) as claim:
+            (entry,) = claim.entries
+        assert (entry.attempts, entry.refusals) == (3, 1)
+
+    async def test_a_requeued_row_starts_again_with_no_refusals(
+        self, storage: Storage, outbox_store: OutboxRelayStore
+    ) -> None:
+        await add_outbox_rows(storage, "a-1")
+        await _fail(outbox_store, next_at=NOW, dead=True, refused=True)
+        await outbox_store.requeue(None)
+        async with outbox_store.claim(limit=10, now=NOW) as claim:
+            (entry,) = claim.entries
+        assert (entry.attempts, entry.refusals, entry.dead) == (0, 0, False)
 
     async def test_a_row_waiting_for_its_next_attempt_is_not_due(
         self, storage: Storage, outbox_store: OutboxRelayStore
