@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
-__all__ = ["report_consumer_failure"]
+__all__ = ["end_consumer_task", "report_consumer_failure"]
 
 _log = logging.getLogger("eventfold.brokers")
 
@@ -23,3 +24,16 @@ def report_consumer_failure(task: asyncio.Task[None]) -> None:
             error,
             exc_info=error,
         )
+
+
+async def end_consumer_task(task: asyncio.Task[None] | None, *, handling: bool) -> None:
+    """Wait for a consumer task to end: an idle one is cancelled, a delivery in hand finishes.
+
+    Raises what the task died of, if it died of an error.
+    """
+    if task is None:
+        return
+    if not handling:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -35,7 +35,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from eventfold.adapters.consumer_tasks import report_consumer_failure
+from eventfold.adapters.consumer_tasks import end_consumer_task, report_consumer_failure
 from eventfold.errors import BrokerUnavailableError, MessagingError, PublishError
 from eventfold.ports.broker import (
     BrokerMessage,
@@ -143,12 +143,7 @@ class RedisStreamsSubscription:
         """Finish the delivery in hand, then stop; leave the group tidy."""
         self._stopping = True
         try:
-            if self._task is not None:
-                if not self._handling:
-                    # Only an idle consumer is cancelled: a delivery in hand always completes.
-                    self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+            await end_consumer_task(self._task, handling=self._handling)
         finally:
             # A consumer that died of an error still leaves the group tidy and disconnects.
             with contextlib.suppress(MessagingError):
