@@ -19,6 +19,7 @@ lint: install
 	$(BIN)/ruff check src tests examples benchmarks
 	$(BIN)/ruff format --check src tests examples benchmarks
 	$(BIN)/mypy --strict src
+	$(BIN)/mypy --strict examples  # the example is a user's code: it must type-check too
 	$(BIN)/lint-imports
 
 test: lint

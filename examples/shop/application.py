@@ -20,6 +20,7 @@ from eventfold import (
     QueryOptions,
     Request,
     RequestContext,
+    RequestHandler,
     SpecificationBuilder,
     UnitOfWork,
 )
@@ -467,7 +468,7 @@ def order_specification(query: SearchOrders) -> Any:
     return builder.build()
 
 
-HANDLERS: dict[type, type[_Handler]] = {
+HANDLERS: dict[type, Callable[..., RequestHandler[Any, Any]]] = {
     CreateProduct: CreateProductHandler,
     ChangePrice: ChangePriceHandler,
     DeactivateProduct: DeactivateProductHandler,
