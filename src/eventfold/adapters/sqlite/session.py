@@ -523,7 +523,13 @@ def _begin_then(db: Db, work: Callable[[Db], T]) -> T:
 def _finish(db: Db) -> None:
     # BEGIN may itself have failed (the lock was busy), leaving nothing to end.
     if db.in_transaction:
-        db.execute("COMMIT")
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            # A COMMIT that failed (busy, disk full) leaves the transaction open and the
+            # file locked: end it now rather than at this connection's next write.
+            _end_quietly(db)
+            raise
 
 
 def _end_quietly(db: Db) -> None:
