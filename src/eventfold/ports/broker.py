@@ -130,6 +130,23 @@ class DeadLetter:
     attempts: int
     reason: str
 
+    @classmethod
+    def from_headers(
+        cls, message: BrokerMessage, group: str, headers: Mapping[str, object]
+    ) -> DeadLetter:
+        """The dead letter a copy's headers describe."""
+        attempts = int(str(headers.get(DEAD_ATTEMPTS_HEADER, 0)))
+        return cls(message, group, attempts, str(headers.get(DEAD_REASON_HEADER, "")))
+
+
+DEAD_REASON_HEADER = "eventfold-dead-reason"
+DEAD_ATTEMPTS_HEADER = "eventfold-attempts"
+
+
+def dead_letter_headers(reason: str, attempts: int) -> dict[str, str]:
+    """The headers a dead-lettered copy of a message carries: why, after how many tries."""
+    return {DEAD_REASON_HEADER: reason, DEAD_ATTEMPTS_HEADER: str(attempts)}
+
 
 MessageHandler = Callable[[Delivery], Awaitable[None]]
 """Handles one delivery; returning acknowledges it, raising asks for it again."""

@@ -43,6 +43,7 @@ from eventfold.ports.broker import (
     Delivery,
     MessageHandler,
     check_group_name,
+    dead_letter_headers,
 )
 
 __all__ = ["NatsBroker", "NatsSubscription", "create_nats_broker"]
@@ -248,8 +249,7 @@ class NatsSubscription:
         event_id = (msg.headers or {}).get("eventfold-event-id", msg.reply)
         headers = {
             **(msg.headers or {}),
-            "eventfold-dead-reason": reason,
-            "eventfold-attempts": str(attempts),
+            **dead_letter_headers(reason, attempts),
             "Nats-Msg-Id": f"{self._group}:{event_id}",
         }
         with _translated("dead-letter a message"):
@@ -396,13 +396,7 @@ class NatsBroker:
 
 
 def _dead_letter(raw: nats.js.api.RawStreamMsg, group: str) -> DeadLetter:
-    headers = dict(raw.headers or {})
-    return DeadLetter(
-        message=_from_nats(raw),
-        group=group,
-        attempts=int(headers.get("eventfold-attempts", "0")),
-        reason=headers.get("eventfold-dead-reason", ""),
-    )
+    return DeadLetter.from_headers(_from_nats(raw), group, raw.headers or {})
 
 
 def create_nats_broker(

@@ -43,11 +43,14 @@ from eventfold.adapters.consumer_tasks import end_consumer_task, report_consumer
 from eventfold.adapters.rabbitmq.wire import publish_frames, short_string
 from eventfold.errors import BrokerUnavailableError, MessagingError, PublishError
 from eventfold.ports.broker import (
+    DEAD_ATTEMPTS_HEADER,
+    DEAD_REASON_HEADER,
     BrokerMessage,
     DeadLetter,
     Delivery,
     MessageHandler,
     check_group_name,
+    dead_letter_headers,
 )
 
 __all__ = ["RabbitMQBroker", "RabbitMQSubscription", "create_rabbitmq_broker"]
@@ -246,8 +249,7 @@ class RabbitMQSubscription:
         dead_exchange = await self._channel.get_exchange(self._topology.dead_exchange)
         headers = {
             **(incoming.headers or {}),
-            "eventfold-dead-reason": reason,
-            "eventfold-attempts": attempts,
+            **dead_letter_headers(reason, attempts),
         }
         copy = aio_pika.Message(
             body=incoming.body,
@@ -438,10 +440,14 @@ async def _peek(queue: AbstractQueue, group: str, limit: int) -> list[DeadLetter
         incoming = await queue.get(no_ack=False, fail=False)
         if incoming is None:
             break
-        headers = incoming.headers or {}
-        attempts = headers.get("eventfold-attempts", headers.get("x-delivery-count", 0))
-        reason = headers.get("eventfold-dead-reason", "the broker's delivery limit was reached")
-        letters.append(DeadLetter(_from_amqp(incoming), group, int(str(attempts)), str(reason)))
+        # A message the broker dead-lettered itself (its consumer kept dying) carries only
+        # RabbitMQ's delivery count, not eventfold's headers.
+        headers = {
+            DEAD_ATTEMPTS_HEADER: (incoming.headers or {}).get("x-delivery-count", 0),
+            DEAD_REASON_HEADER: "the broker's delivery limit was reached",
+            **(incoming.headers or {}),
+        }
+        letters.append(DeadLetter.from_headers(_from_amqp(incoming), group, headers))
     return letters
 
 

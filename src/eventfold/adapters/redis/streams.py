@@ -43,6 +43,7 @@ from eventfold.ports.broker import (
     Delivery,
     MessageHandler,
     check_group_name,
+    dead_letter_headers,
 )
 
 __all__ = ["RedisStreamsBroker", "RedisStreamsSubscription", "create_redis_streams_broker"]
@@ -281,7 +282,7 @@ class RedisStreamsSubscription:
         self, entry_id: str, fields: dict[str, str], attempts: int, reason: str
     ) -> None:
         """Add an entry to the group's dead letters with why and acknowledge it, atomically."""
-        letter = {**fields, "eventfold-dead-reason": reason, "eventfold-attempts": str(attempts)}
+        letter = {**fields, **dead_letter_headers(reason, attempts)}
         with _translated("dead-letter a message"):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.xadd(self._keys.dead(self._group), letter)  # type: ignore[arg-type]
@@ -384,12 +385,7 @@ class RedisStreamsBroker:
 
 
 def _dead_letter(fields: Mapping[str, str], group: str) -> DeadLetter:
-    return DeadLetter(
-        message=_from_fields(fields),
-        group=group,
-        attempts=int(fields.get("eventfold-attempts", "0")),
-        reason=fields.get("eventfold-dead-reason", ""),
-    )
+    return DeadLetter.from_headers(_from_fields(fields), group, fields)
 
 
 def create_redis_streams_broker(
