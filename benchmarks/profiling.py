@@ -88,7 +88,7 @@ async def _load(storage: Any) -> Body:
 
 async def _projection(storage: Any) -> Body:
     from benchmarks.workloads.projection import BATCH, Balances  # noqa: PLC0415
-    from eventfold.application.projections import ProjectionRunner  # noqa: PLC0415
+    from eventfold.application.readside.projections import ProjectionRunner  # noqa: PLC0415
 
     await seed_eventfold(storage, interleaved_streams("proj", 200, 20_000))
     runner = ProjectionRunner(storage, REGISTRY, [Balances()], batch_size=BATCH)

@@ -18,7 +18,7 @@ import asyncpg
 
 from eventfold.adapters.postgres import create_postgres_outbox_store, create_postgres_storage
 from eventfold.adapters.rabbitmq import create_rabbitmq_broker
-from eventfold.application.outbox import OutboxRelay
+from eventfold.application.messaging.outbox import OutboxRelay
 from eventfold.testing.contracts.outbox import relay_message
 
 DSN = os.environ.get("EVENTFOLD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")

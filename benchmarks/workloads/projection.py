@@ -30,7 +30,11 @@ from benchmarks.workloads.common import (
     throughput_pair,
     timed,
 )
-from eventfold.application.projections import Projection, ProjectionContext, ProjectionRunner
+from eventfold.application.readside.projections import (
+    Projection,
+    ProjectionContext,
+    ProjectionRunner,
+)
 
 try:
     from eventfold.adapters.sql.read_model import TableReadModel

@@ -28,7 +28,7 @@ import aio_pika
 from benchmarks.backends import Backend
 from benchmarks.harness import NOT_AVAILABLE, Context, Row, alternate, median
 from eventfold.adapters.rabbitmq import create_rabbitmq_broker
-from eventfold.application.outbox import OutboxRelay
+from eventfold.application.messaging.outbox import OutboxRelay
 from eventfold.ports import BrokerMessage
 from eventfold.ports.records import OutboxMessage
 from eventfold.testing.contracts.outbox import relay_message

@@ -1,26 +1,12 @@
 """eventfold: async-first domain-driven design with CQRS, event sourcing and reliable messaging."""
 
-from eventfold.application.behaviors import (
+from eventfold.application.cqrs.behaviors import (
     ErrorMappingBehavior,
     LoggingBehavior,
     ValidationBehavior,
     default_behaviors,
 )
-from eventfold.application.caching import CacheCodec, CachingPersistenceDispatcher
-from eventfold.application.catch_up import CatchUpBehavior
-from eventfold.application.dispatcher import (
-    DECLINED,
-    LoggingPersistenceHook,
-    PersistenceCall,
-    PersistenceDispatcher,
-    PersistenceHook,
-    PersistenceRegistry,
-    PersistenceResult,
-    register_aggregate,
-    unit_of_work_factories,
-)
-from eventfold.application.inbox import IdempotentConsumer, InboxContext, purge_inbox
-from eventfold.application.mediator import (
+from eventfold.application.cqrs.mediator import (
     Behavior,
     CommandHandler,
     EventHandler,
@@ -34,37 +20,10 @@ from eventfold.application.mediator import (
     RequestHandler,
     current_event_metadata,
 )
-from eventfold.application.outbox import OutboxMetrics, OutboxRelay, RetryPolicy
-from eventfold.application.persistence import (
-    PersistenceModel,
-    SnapshotPolicy,
-    TableMapping,
-    non_event_sourced,
-)
-from eventfold.application.personal_data import (
-    DocumentSubjectKeys,
-    ShreddingStorage,
-    forget_subject,
-)
-from eventfold.application.projections import (
-    Projection,
-    ProjectionContext,
-    ProjectionFailedError,
-    ProjectionLag,
-    ProjectionRunner,
-    ProjectionStatus,
-    ReadModel,
-)
-from eventfold.application.queries import Page, QueryOptions, SearchResult, query_in_memory
-from eventfold.application.read_models import DocumentReadModel, register_read_model
-from eventfold.application.repositories import (
-    DeciderRepository,
-    EventSourcedRepository,
-    Repository,
-    StateStoredRepository,
-)
-from eventfold.application.results import FieldError, OperationResult, ProblemDetails
-from eventfold.application.sagas import (
+from eventfold.application.cqrs.results import FieldError, OperationResult, ProblemDetails
+from eventfold.application.messaging.inbox import IdempotentConsumer, InboxContext, purge_inbox
+from eventfold.application.messaging.outbox import OutboxMetrics, OutboxRelay, RetryPolicy
+from eventfold.application.messaging.sagas import (
     Saga,
     SagaEntry,
     SagaOrchestrator,
@@ -74,13 +33,55 @@ from eventfold.application.sagas import (
     Step,
     StepContext,
 )
-from eventfold.application.unit_of_work import (
+from eventfold.application.persistence.caching import CacheCodec, CachingPersistenceDispatcher
+from eventfold.application.persistence.dispatcher import (
+    DECLINED,
+    LoggingPersistenceHook,
+    PersistenceCall,
+    PersistenceDispatcher,
+    PersistenceHook,
+    PersistenceRegistry,
+    PersistenceResult,
+    register_aggregate,
+    unit_of_work_factories,
+)
+from eventfold.application.persistence.model import (
+    PersistenceModel,
+    SnapshotPolicy,
+    TableMapping,
+    non_event_sourced,
+)
+from eventfold.application.persistence.personal_data import (
+    DocumentSubjectKeys,
+    ShreddingStorage,
+    forget_subject,
+)
+from eventfold.application.persistence.read_model_queries import register_read_model
+from eventfold.application.persistence.repositories import (
+    DeciderRepository,
+    EventSourcedRepository,
+    Repository,
+    StateStoredRepository,
+)
+from eventfold.application.persistence.unit_of_work import (
     DataSource,
     DataSources,
     TransactionBehavior,
     UnitOfWork,
     create_tables,
 )
+from eventfold.application.readside.catch_up import CatchUpBehavior
+from eventfold.application.readside.projections import (
+    Projection,
+    ProjectionContext,
+    ProjectionFailedError,
+    ProjectionLag,
+    ProjectionRunner,
+    ProjectionStatus,
+    ReadModel,
+)
+from eventfold.application.readside.queries import Page, QueryOptions, SearchResult, query_in_memory
+from eventfold.application.readside.read_models import DocumentReadModel
 from eventfold.domain import (
     AggregateRoot,
     Decider,

@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from eventfold.adapters.sql import metadata
 from eventfold.adapters.sql.read_model import create_read_models
 from eventfold.adapters.url import SUPPORTED_URLS, sqlite_path, storage_from_url
-from eventfold.application.projections import ProjectionRunner, projection_lag
+from eventfold.application.readside.projections import ProjectionRunner, projection_lag
 from eventfold.cli_outbox import app as outbox_app
 from eventfold.errors import ConfigurationError, EventfoldError
 from eventfold.ports import Storage

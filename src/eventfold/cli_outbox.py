@@ -30,7 +30,7 @@ from eventfold.adapters.postgres.outbox import create_postgres_outbox_store
 from eventfold.adapters.sqlite import SqliteStorage
 from eventfold.adapters.sqlite.outbox import create_sqlite_outbox_store
 from eventfold.adapters.url import SUPPORTED_URLS, storage_from_url
-from eventfold.application.outbox import OutboxRelay, RetryPolicy
+from eventfold.application.messaging.outbox import OutboxRelay, RetryPolicy
 from eventfold.errors import ConfigurationError, EventfoldError
 from eventfold.ports import MessageBroker, OutboxEntry, OutboxRelayStore, Storage
 

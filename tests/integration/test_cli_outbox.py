@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from eventfold.adapters.memory.outbox import create_memory_outbox_store
 from eventfold.adapters.rabbitmq import create_rabbitmq_broker
 from eventfold.adapters.url import storage_from_url
-from eventfold.application.outbox import OutboxRelay
+from eventfold.application.messaging.outbox import OutboxRelay
 from eventfold.cli import app
 from eventfold.cli_outbox import parse_duration, relay_store_for, serve_relay
 from eventfold.ports import OutboxRelayStore

@@ -12,7 +12,7 @@ import pytest
 
 from eventfold import DataSource, EventRegistry, PersistenceModel, event_type
 from eventfold.adapters.memory import create_memory_broker
-from eventfold.application.inbox import IdempotentConsumer, InboxContext, purge_inbox
+from eventfold.application.messaging.inbox import IdempotentConsumer, InboxContext, purge_inbox
 from eventfold.ports import BrokerMessage, Delivery, Storage
 from eventfold.testing.contracts.broker import Inbox
 

@@ -12,7 +12,7 @@ import pytest
 
 from eventfold.adapters.memory import create_memory_broker
 from eventfold.adapters.memory.outbox import create_memory_outbox_store
-from eventfold.application.outbox import OutboxMetrics, OutboxRelay, RetryPolicy
+from eventfold.application.messaging.outbox import OutboxMetrics, OutboxRelay, RetryPolicy
 from eventfold.errors import BrokerUnavailableError, PublishError
 from eventfold.ports import BrokerMessage
 from eventfold.testing.contracts.broker import Inbox

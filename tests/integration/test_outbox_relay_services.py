@@ -19,8 +19,8 @@ from eventfold import DataSource, EventRegistry, PersistenceModel, event_type
 from eventfold.adapters.postgres import create_postgres_storage
 from eventfold.adapters.postgres.outbox import create_postgres_outbox_store
 from eventfold.adapters.rabbitmq import create_rabbitmq_broker
-from eventfold.application.inbox import IdempotentConsumer, InboxContext
-from eventfold.application.outbox import OutboxRelay, RetryPolicy
+from eventfold.application.messaging.inbox import IdempotentConsumer, InboxContext
+from eventfold.application.messaging.outbox import OutboxRelay, RetryPolicy
 from eventfold.ports import Delivery
 from eventfold.testing.contracts.broker import Inbox
 from eventfold.testing.contracts.outbox import add_outbox_rows

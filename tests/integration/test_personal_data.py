@@ -10,9 +10,9 @@ from typing import Annotated, Any
 import pytest
 
 from eventfold.adapters.crypto import AesGcmCipher
-from eventfold.application.persistence import PersistenceModel
-from eventfold.application.personal_data import ShreddingStorage
-from eventfold.application.unit_of_work import DataSource
+from eventfold.application.persistence.model import PersistenceModel
+from eventfold.application.persistence.personal_data import ShreddingStorage
+from eventfold.application.persistence.unit_of_work import DataSource
 from eventfold.domain.aggregate import AggregateRoot
 from eventfold.domain.personal_data import PersonalData
 from eventfold.errors import ConcurrencyError

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from eventfold.adapters.redis import RedisCache, create_redis_cache
-from eventfold.application.caching import CachingPersistenceDispatcher
-from eventfold.application.dispatcher import PersistenceDispatcher, PersistenceRegistry
+from eventfold.application.persistence.caching import CachingPersistenceDispatcher
+from eventfold.application.persistence.dispatcher import PersistenceDispatcher, PersistenceRegistry
 from eventfold.errors import StoreUnavailableError
 from tests.conftest import REDIS_URL, require_service, unique_name
 from tests.contract.test_cache_redis import delete_prefixed

@@ -34,7 +34,7 @@ from sqlalchemy.sql.base import Executable
 from eventfold.adapters.sql.schema import documents
 from eventfold.adapters.sql.specification import SqlQuery, document_query, table_query
 from eventfold.adapters.sql.statements import compile_statement
-from eventfold.application.queries import QueryOptions, query_in_memory
+from eventfold.application.readside.queries import QueryOptions, query_in_memory
 from eventfold.domain.specification import Condition, FieldSet, Operator, Specification
 from tests.conftest import POSTGRES_DSN, require_service, unique_name
 

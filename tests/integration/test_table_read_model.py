@@ -13,7 +13,11 @@ from sqlalchemy import Column, Integer, MetaData, Table, Text, select
 from sqlalchemy.schema import CreateTable
 
 from eventfold.adapters.sql.read_model import TableReadModel
-from eventfold.application.projections import Projection, ProjectionContext, ProjectionRunner
+from eventfold.application.readside.projections import (
+    Projection,
+    ProjectionContext,
+    ProjectionRunner,
+)
 from eventfold.ports.records import EventRecord, StreamState
 from eventfold.serialization import EventRegistry
 from eventfold.testing.contracts.storage import until_readable

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from eventfold.adapters.postgres import create_postgres_storage
-from eventfold.application.outbox import OutboxRelay
+from eventfold.application.messaging.outbox import OutboxRelay
 from eventfold.cli_outbox import broker_from_url, relay_store_for, serve_relay
 from eventfold.ports import BrokerMessage, MessagePublisher
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from eventfold.adapters.memory.cache import MemoryCache
-from eventfold.application.caching import CachingPersistenceDispatcher
-from eventfold.application.dispatcher import PersistenceDispatcher, PersistenceRegistry
-from eventfold.application.queries import Page, QueryOptions, SearchResult, query_in_memory
+from eventfold.application.persistence.caching import CachingPersistenceDispatcher
+from eventfold.application.persistence.dispatcher import PersistenceDispatcher, PersistenceRegistry
+from eventfold.application.readside.queries import Page, QueryOptions, SearchResult, query_in_memory
 from eventfold.domain.aggregate import AggregateRoot
 from eventfold.errors import StoreUnavailableError
 

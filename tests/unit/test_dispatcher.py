@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from eventfold.application.dispatcher import (
+from eventfold.application.persistence.dispatcher import (
     DECLINED,
     Declined,
     HandlerKind,
@@ -21,7 +21,7 @@ from eventfold.application.dispatcher import (
     PersistenceRegistry,
     PersistenceResult,
 )
-from eventfold.application.queries import Page, QueryOptions, SearchResult, query_in_memory
+from eventfold.application.readside.queries import Page, QueryOptions, SearchResult, query_in_memory
 from eventfold.errors import ConfigurationError, RegistrationError
 
 

@@ -16,15 +16,15 @@ import pytest
 from eventfold.adapters.memory import create_memory_storage
 from eventfold.adapters.memory.cache import create_memory_cache
 from eventfold.adapters.sqlite import create_sqlite_storage
-from eventfold.application.caching import CachingPersistenceDispatcher
-from eventfold.application.dispatcher import (
+from eventfold.application.persistence.caching import CachingPersistenceDispatcher
+from eventfold.application.persistence.dispatcher import (
     PersistenceDispatcher,
     PersistenceRegistry,
     register_aggregate,
     unit_of_work_factories,
 )
-from eventfold.application.persistence import PersistenceModel
-from eventfold.application.unit_of_work import DataSource, DataSources, UnitOfWork
+from eventfold.application.persistence.model import PersistenceModel
+from eventfold.application.persistence.unit_of_work import DataSource, DataSources, UnitOfWork
 from eventfold.domain.aggregate import AggregateRoot
 from eventfold.errors import ConcurrencyError
 from eventfold.serialization import EventRegistry

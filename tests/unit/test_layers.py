@@ -56,3 +56,20 @@ def test_the_import_linter_contracts_hold() -> None:
         check=False,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def _import_cycles() -> list[list[str]]:
+    """Groups of eventfold modules that import each other, directly or through others."""
+    import grimp  # noqa: PLC0415 - import-linter's graph builder, only this test needs it
+
+    graph = grimp.build_graph("eventfold", include_external_packages=False)
+    cycles: list[list[str]] = []
+    for module in sorted(graph.modules):
+        for imported in graph.find_modules_directly_imported_by(module):
+            if module < imported and graph.chain_exists(imported=module, importer=imported):
+                cycles.append([module, imported])
+    return cycles
+
+
+def test_no_module_of_eventfold_imports_itself_back_through_another() -> None:
+    assert _import_cycles() == []

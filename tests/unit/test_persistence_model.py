@@ -14,7 +14,7 @@ from eventfold import (
     SnapshotPolicy,
     non_event_sourced,
 )
-from eventfold.application.persistence import EventSourcedModel, StateStoredModel
+from eventfold.application.persistence.model import EventSourcedModel, StateStoredModel
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from eventfold.adapters.crypto import AesGcmCipher
 from eventfold.adapters.memory import create_memory_storage
-from eventfold.application.personal_data import ShreddingStorage, personal_fields
+from eventfold.application.persistence.personal_data import ShreddingStorage, personal_fields
 from eventfold.domain.personal_data import PersonalData, personal_data
 from eventfold.errors import ConfigurationError
 from eventfold.ports import EventRecord

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from eventfold import FieldError, OperationResult
-from eventfold.application.results import ResultFactory
+from eventfold.application.cqrs.results import ResultFactory
 
 CONSTRUCTORS: list[tuple[Callable[[], OperationResult[Any]], int]] = [
     (lambda: OperationResult.ok("x"), 200),

@@ -80,3 +80,20 @@ async def test_a_transaction_that_cannot_begin_is_reported_as_it_failed() -> Non
     with pytest.raises(StoreUnavailableError, match="test-store is unreachable"):
         async with uow:
             await uow.session()
+
+
+async def test_a_dropped_unit_of_work_is_freed_without_the_cyclic_collector() -> None:
+    import gc  # noqa: PLC0415
+    import weakref  # noqa: PLC0415
+
+    gc.disable()
+    try:
+        uow = unit_of_work()
+        uow.event_sourced(Cart).add(Cart("c-1"))
+        await uow.state_stored(Note).get("n-1")
+        await uow.commit()
+        freed = weakref.ref(uow)
+        del uow
+        assert freed() is None, "a unit of work and its repositories form a reference cycle"
+    finally:
+        gc.enable()

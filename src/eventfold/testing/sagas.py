@@ -8,8 +8,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-from eventfold.application.outbox import RetryPolicy
-from eventfold.application.sagas import (
+from eventfold.application.messaging.outbox import RetryPolicy
+from eventfold.application.messaging.sagas import (
     Compensation,
     Saga,
     SagaOrchestrator,

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Literal
 from uuid import UUID
 
-from eventfold.application.queries import Page, QueryOptions, SearchResult, query_in_memory
+from eventfold.application.readside.queries import Page, QueryOptions, SearchResult, query_in_memory
 from eventfold.domain.specification import FieldSet
 from eventfold.errors import CheckpointConflictError, ConcurrencyError, DuplicateEventError
 from eventfold.ports.records import (

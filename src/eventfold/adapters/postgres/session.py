@@ -14,7 +14,7 @@ from eventfold.adapters.postgres import sql
 from eventfold.adapters.postgres.errors import DRIVER_ERRORS, translate
 from eventfold.adapters.sql.documents import clear_document_collection, search_document_records
 from eventfold.adapters.sql.statements import compile_statement
-from eventfold.application.queries import QueryOptions, SearchResult
+from eventfold.application.readside.queries import QueryOptions, SearchResult
 from eventfold.domain.specification import FieldSet
 from eventfold.errors import CheckpointConflictError, ConcurrencyError, PersistenceError
 from eventfold.ports.records import (

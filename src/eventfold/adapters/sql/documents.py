@@ -10,7 +10,7 @@ from sqlalchemy import delete
 
 from eventfold.adapters.sql.schema import documents
 from eventfold.adapters.sql.specification import search_documents
-from eventfold.application.queries import QueryOptions, SearchResult
+from eventfold.application.readside.queries import QueryOptions, SearchResult
 from eventfold.domain.specification import FieldSet
 from eventfold.ports.records import DocumentRecord
 from eventfold.ports.storage import SqlExecutor

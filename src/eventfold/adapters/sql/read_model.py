@@ -8,7 +8,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Table, delete, insert, select, tuple_
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from eventfold.application.projections import Projection, ProjectionContext
+from eventfold.application.readside.projections import Projection, ProjectionContext
 from eventfold.domain.errors import ConfigurationError
 from eventfold.ports.storage import SqlExecutor, Storage
 

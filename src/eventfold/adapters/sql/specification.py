@@ -51,8 +51,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from eventfold.adapters.sql.schema import documents
-from eventfold.application.queries import Page, QueryOptions, SearchResult, decode_cursor
-from eventfold.application.queries import encode_cursor as _encode_cursor
+from eventfold.application.readside.queries import Page, QueryOptions, SearchResult, decode_cursor
+from eventfold.application.readside.queries import encode_cursor as _encode_cursor
 from eventfold.domain.specification import (
     AllOf,
     AnyOf,

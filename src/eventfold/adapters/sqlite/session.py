@@ -19,7 +19,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from eventfold.adapters.sql.documents import clear_document_collection, search_document_records
 from eventfold.adapters.sql.statements import compile_statement
-from eventfold.application.queries import QueryOptions, SearchResult
+from eventfold.application.readside.queries import QueryOptions, SearchResult
 from eventfold.domain.specification import FieldSet
 from eventfold.errors import (
     CheckpointConflictError,

@@ -12,7 +12,7 @@
 
 from fastapi import FastAPI
 
-from eventfold.application.mediator import Mediator
+from eventfold.application.cqrs.mediator import Mediator
 from eventfold.integrations.fastapi.dependencies import MediatorDep, get_mediator, use_mediator
 from eventfold.integrations.fastapi.openapi import (
     PROBLEM_SCHEMA,

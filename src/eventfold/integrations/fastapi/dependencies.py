@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
-from eventfold.application.mediator import Mediator
+from eventfold.application.cqrs.mediator import Mediator
 from eventfold.errors import ConfigurationError
 
 __all__ = ["MediatorDep", "get_mediator", "use_mediator"]

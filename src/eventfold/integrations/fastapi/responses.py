@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ExceptionHandler
 
-from eventfold.application.results import FieldError, OperationResult, ProblemDetails
+from eventfold.application.cqrs.results import FieldError, OperationResult, ProblemDetails
 
 __all__ = ["PROBLEM_MEDIA_TYPE", "add_problem_handlers", "problem_response", "to_response"]
 

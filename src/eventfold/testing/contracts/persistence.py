@@ -16,11 +16,15 @@ from typing import Any, ClassVar
 
 import pytest
 
-from eventfold.application.behaviors import ErrorMappingBehavior
-from eventfold.application.mediator import Mediator, RequestContext
-from eventfold.application.persistence import PersistenceModel, TableMapping, non_event_sourced
-from eventfold.application.results import OperationResult
-from eventfold.application.unit_of_work import (
+from eventfold.application.cqrs.behaviors import ErrorMappingBehavior
+from eventfold.application.cqrs.mediator import Mediator, RequestContext
+from eventfold.application.cqrs.results import OperationResult
+from eventfold.application.persistence.model import (
+    PersistenceModel,
+    TableMapping,
+    non_event_sourced,
+)
+from eventfold.application.persistence.unit_of_work import (
     DataSource,
     DataSources,
     TransactionBehavior,

@@ -15,17 +15,18 @@ from typing import Any, ClassVar
 
 import pytest
 
-from eventfold.application.dispatcher import PersistenceDispatcher, PersistenceRegistry
-from eventfold.application.persistence import PersistenceModel
-from eventfold.application.projections import (
+from eventfold.application.persistence.dispatcher import PersistenceDispatcher, PersistenceRegistry
+from eventfold.application.persistence.model import PersistenceModel
+from eventfold.application.persistence.read_model_queries import register_read_model
+from eventfold.application.persistence.unit_of_work import DataSource, UnitOfWork
+from eventfold.application.readside.projections import (
     Projection,
     ProjectionContext,
     ProjectionFailedError,
     ProjectionRunner,
 )
-from eventfold.application.queries import QueryOptions
-from eventfold.application.read_models import DocumentReadModel, register_read_model
-from eventfold.application.unit_of_work import DataSource, UnitOfWork
+from eventfold.application.readside.queries import QueryOptions
+from eventfold.application.readside.read_models import DocumentReadModel
 from eventfold.domain.aggregate import AggregateRoot
 from eventfold.domain.errors import UnknownFieldError
 from eventfold.domain.specification import SpecificationBuilder

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from eventfold.application.outbox import RetryPolicy
-from eventfold.application.sagas import (
+from eventfold.application.messaging.outbox import RetryPolicy
+from eventfold.application.messaging.sagas import (
     Saga,
     SagaOrchestrator,
     SagaStarter,

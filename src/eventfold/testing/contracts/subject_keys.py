@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from eventfold.application.personal_data import DocumentSubjectKeys
+from eventfold.application.persistence.personal_data import DocumentSubjectKeys
 from eventfold.ports import Storage, StorageSession
 from eventfold.ports.personal_data import SubjectKeyStore
 

@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from eventfold.application.mediator import Next, RequestContext
-from eventfold.application.results import FieldError, OperationResult
+from eventfold.application.cqrs.mediator import Next, RequestContext
+from eventfold.application.cqrs.results import FieldError, OperationResult
 from eventfold.errors import (
     ConcurrencyError,
     DomainError,

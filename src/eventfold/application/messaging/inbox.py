@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from eventfold.application.unit_of_work import DataSource, UnitOfWork
+from eventfold.application.persistence.unit_of_work import DataSource, UnitOfWork
 from eventfold.ports.broker import Delivery
 from eventfold.ports.storage import Storage, StorageSession
 

@@ -10,18 +10,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from eventfold.application.persistence import EventSourcedModel, StateStoredModel, TableMapping
+from eventfold.application.persistence.model import (
+    EventSourcedModel,
+    StateStoredModel,
+    TableMapping,
+)
+from eventfold.application.persistence.tracking import Change, CommitBatch, WorkTracker
 from eventfold.domain.aggregate import AggregateRoot
 from eventfold.domain.decider import Decider
 from eventfold.domain.entity import Entity
 from eventfold.domain.events import EventEnvelope
 from eventfold.errors import AggregateNotFoundError, ConfigurationError
 from eventfold.ports import SnapshotRecord, StorageSession
-
-if TYPE_CHECKING:
-    from eventfold.application.unit_of_work import CommitBatch, UnitOfWork
 
 __all__ = [
     "DeciderRepository",
@@ -50,18 +52,6 @@ class Repository(Protocol[T]):
 
     def add(self, aggregate: T) -> None:
         """Track a new aggregate: stored on commit."""
-        ...
-
-
-class Change(Protocol):
-    """Something a unit of work writes on commit."""
-
-    async def flush(self, batch: CommitBatch) -> None:
-        """Write this change into the batch's transaction."""
-        ...
-
-    def settle(self) -> None:
-        """Update the in-memory objects once the transaction committed."""
         ...
 
 
@@ -112,8 +102,8 @@ class _EventSourcedChange:
 class EventSourcedRepository(Generic[A]):
     """Loads an event-sourced aggregate from its latest snapshot and the events after it."""
 
-    def __init__(self, unit_of_work: UnitOfWork, model: EventSourcedModel) -> None:
-        self._uow = unit_of_work
+    def __init__(self, tracker: WorkTracker, model: EventSourcedModel) -> None:
+        self._uow = tracker
         self._model = model
 
     async def get(
@@ -219,8 +209,8 @@ class _DeciderChange:
 class DeciderRepository(Generic[C, S, Ev]):
     """Runs a :class:`Decider` on a stream: fold the history, decide, append on commit."""
 
-    def __init__(self, unit_of_work: UnitOfWork, decider: Decider[C, S, Ev], name: str) -> None:
-        self._uow = unit_of_work
+    def __init__(self, tracker: WorkTracker, decider: Decider[C, S, Ev], name: str) -> None:
+        self._uow = tracker
         self._decider = decider
         self._name = name
 
@@ -246,7 +236,7 @@ class DeciderRepository(Generic[C, S, Ev]):
 
 
 async def read_history(
-    uow: UnitOfWork, stream_id: str, as_of: datetime | None
+    uow: WorkTracker, stream_id: str, as_of: datetime | None
 ) -> list[EventEnvelope[object]]:
     """A stream's events with their metadata, upcast as on load, occurring by ``as_of``."""
     session = await uow.session()
@@ -306,7 +296,7 @@ class _RowChange:
     _events: tuple[object, ...] = field(default=())
 
     async def flush(self, batch: CommitBatch) -> None:
-        from eventfold.application import sql_rows  # noqa: PLC0415 - SQLAlchemy is an optional extra
+        from eventfold.application.persistence import sql_rows  # noqa: PLC0415 - SQLAlchemy is an optional extra
 
         self._events = events = self.entity.pending_events
         key = self.entity.id
@@ -345,8 +335,8 @@ def sql_executor(session: StorageSession, name: str) -> Any:
 class StateStoredRepository(Generic[T]):
     """Loads and saves a state-stored type with a version check on every update."""
 
-    def __init__(self, unit_of_work: UnitOfWork, model: StateStoredModel) -> None:
-        self._uow = unit_of_work
+    def __init__(self, tracker: WorkTracker, model: StateStoredModel) -> None:
+        self._uow = tracker
         self._model = model
 
     async def get(self, aggregate_id: Any) -> T | None:
@@ -385,13 +375,21 @@ class StateStoredRepository(Generic[T]):
             raise ConfigurationError(msg)
         change.removed = True
 
+    def attach(self, entity: T, version: int) -> None:
+        """Track a copy loaded elsewhere (another unit of work, a cache), saved at ``version``.
+
+        The update expects ``version`` in the store, so a concurrent change is detected
+        rather than overwritten.
+        """
+        self._uow.track(entity, self._change(entity, version))
+
     def _change(self, entity: Entity[Any], version: int) -> Change:
         if self._model.table is not None:
             return _RowChange(entity, self._model, self._model.table, version)
         return _DocumentChange(entity, self._model, version)
 
     async def _get_row(self, aggregate_id: Any, mapping: TableMapping) -> T | None:
-        from eventfold.application import sql_rows  # noqa: PLC0415 - SQLAlchemy is an optional extra
+        from eventfold.application.persistence import sql_rows  # noqa: PLC0415 - SQLAlchemy is an optional extra
 
         session = await self._uow.session()
         row = await sql_rows.load_row(

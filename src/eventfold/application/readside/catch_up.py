@@ -6,9 +6,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from eventfold.application.mediator import Next, RequestContext
-from eventfold.application.projections import ProjectionRunner
-from eventfold.application.results import OperationResult
+from eventfold.application.cqrs.mediator import Next, RequestContext
+from eventfold.application.cqrs.results import OperationResult
+from eventfold.application.readside.projections import ProjectionRunner
 from eventfold.domain.errors import EventfoldError
 
 __all__ = ["CatchUpBehavior"]

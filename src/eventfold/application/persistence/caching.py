@@ -8,7 +8,7 @@ What is cached
     and keyed by their ``id`` attribute. A :class:`CacheCodec` given per type overrides
     either (``None`` turns caching off for the type). Other domain types, and a type
     pydantic cannot encode (warned once), are served uncached. Searches
-    (``fetch`` with :class:`~eventfold.application.queries.QueryOptions`) are never cached.
+    (``fetch`` with :class:`~eventfold.application.readside.queries.QueryOptions`) are never cached.
 
 What bypasses the cache
     Reads given a caller's unit of work: only the transaction knows what it sees (its own
@@ -55,8 +55,8 @@ from typing import Any, Generic, Protocol, TypeVar, cast, overload
 
 from pydantic.errors import PydanticSchemaGenerationError
 
-from eventfold.application.dispatcher import SupportsPersistence, UnitOfWork
-from eventfold.application.queries import QueryOptions, SearchResult
+from eventfold.application.persistence.dispatcher import SupportsPersistence, UnitOfWork
+from eventfold.application.readside.queries import QueryOptions, SearchResult
 from eventfold.domain.aggregate import AggregateRoot
 from eventfold.errors import ConfigurationError, PersistenceError, SerializationError
 from eventfold.ports.cache import Cache

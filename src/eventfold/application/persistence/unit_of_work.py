@@ -10,31 +10,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
-from eventfold.application.mediator import Next, RequestContext, publishing
-from eventfold.application.persistence import EventSourcedModel, PersistenceModel
-from eventfold.application.projections import Projection, ProjectionContext
-from eventfold.application.repositories import (
-    Change,
+from eventfold.application.cqrs.mediator import Next, RequestContext, publishing
+from eventfold.application.cqrs.results import OperationResult
+from eventfold.application.persistence.model import EventSourcedModel, PersistenceModel
+from eventfold.application.persistence.repositories import (
     DeciderRepository,
     EventSourcedRepository,
     Repository,
     StateStoredRepository,
 )
-from eventfold.application.results import OperationResult
+from eventfold.application.persistence.tracking import CommitBatch, EventOrigin, WorkTracker
+from eventfold.application.readside.projections import Projection, ProjectionContext
 from eventfold.domain.aggregate import AggregateRoot
 from eventfold.domain.decider import Decider
 from eventfold.domain.dispatch import find_handler
 from eventfold.domain.entity import Entity
 from eventfold.domain.events import EventMetadata
 from eventfold.errors import ConfigurationError
-from eventfold.ports import EventRecord, OutboxMessage, Storage, StorageSession, StoredEvent
+from eventfold.ports import Storage, StorageSession, StoredEvent
 from eventfold.serialization import EventRegistry
 
 __all__ = [
@@ -69,96 +69,6 @@ class _Rollback(Exception):  # noqa: N818 - a signal handed to the transaction, 
     """Thrown into the storage transaction to make it roll back."""
 
 
-class CommitBatch:
-    """What one commit writes: encodes each event once, for its stream and its outbox row."""
-
-    __slots__ = ("_uow", "metadata", "now", "outbox", "published", "session")
-
-    def __init__(self, uow: UnitOfWork, session: StorageSession, now: datetime) -> None:
-        self._uow = uow
-        self.session = session
-        self.now = now
-        self.outbox: list[OutboxMessage] = []
-        self.published: list[object] = []
-        # Metadata is only built when inline projections or in-process handlers can see
-        # it: a unit of work that does neither skips it.
-        wanted = uow.inline_projections or uow.publishes
-        self.metadata: list[EventMetadata] | None = [] if wanted else None
-
-    def records(
-        self,
-        events: Sequence[object],
-        aggregate_type: str,
-        aggregate_id: str,
-        *,
-        stream_id: str | None = None,
-        first_version: int = 0,
-    ) -> list[EventRecord]:
-        """Event records for ``events``; their outbox messages are added to the batch.
-
-        ``stream_id`` and ``first_version`` describe where an event-sourced aggregate's
-        events land, for the metadata inline projections see.
-        """
-        uow = self._uow
-        encode = uow.events.encode
-        new_id = uow.new_id
-        now = self.now
-        correlation_id, causation_id, actor = uow.correlation_id, uow.causation_id, uow.actor
-        records: list[EventRecord] = []
-        for event in events:
-            encoded = encode(event)
-            event_id = new_id()
-            records.append(
-                EventRecord(
-                    event_id,
-                    encoded.type_name,
-                    encoded.schema_version,
-                    encoded.data,
-                    now,
-                    correlation_id,
-                    causation_id,
-                    actor,
-                )
-            )
-            self.outbox.append(
-                OutboxMessage(
-                    event_id,
-                    encoded.type_name,
-                    encoded.schema_version,
-                    aggregate_type,
-                    aggregate_id,
-                    encoded.data,
-                    now,
-                    correlation_id,
-                    causation_id,
-                    actor,
-                )
-            )
-        self.published.extend(events)
-        if self.metadata is not None:
-            self.metadata.extend(
-                _metadata(record, stream_id or f"{aggregate_type}-{aggregate_id}", version)
-                for record, version in zip(
-                    records, range(first_version, first_version + len(records)), strict=True
-                )
-            )
-        return records
-
-
-def _metadata(record: EventRecord, stream_id: str, version: int) -> EventMetadata:
-    return EventMetadata(
-        event_id=record.event_id,
-        type_name=record.type_name,
-        schema_version=record.schema_version,
-        stream_id=stream_id,
-        version=version,
-        occurred_at=record.occurred_at,
-        correlation_id=record.correlation_id,
-        causation_id=record.causation_id,
-        actor=record.actor,
-    )
-
-
 class UnitOfWork:
     """Tracks what its repositories loaded or added; commits it all in one transaction."""
 
@@ -187,12 +97,8 @@ class UnitOfWork:
         self.causation_id = causation_id
         self.actor = actor
         self._publish = publish
-        self._transaction: AbstractAsyncContextManager[StorageSession] | None = None
-        self._session: StorageSession | None = None
-        self._changes: dict[tuple[type, object], tuple[Entity[Any], Change]] = {}
-        self._staged: list[Change] = []
+        self._tracker = WorkTracker(storage, events)
         self._repositories: dict[type, object] = {}
-        self._finished = False
 
     @staticmethod
     def of(context: RequestContext) -> UnitOfWork:
@@ -211,9 +117,9 @@ class UnitOfWork:
         if repository is None:
             model = self.model.model_for(entity_type)
             if isinstance(model, EventSourcedModel):
-                repository = EventSourcedRepository[Any](self, model)
+                repository = EventSourcedRepository[Any](self._tracker, model)
             else:
-                repository = StateStoredRepository[Any](self, model)
+                repository = StateStoredRepository[Any](self._tracker, model)
             self._repositories[entity_type] = repository
         return repository  # type: ignore[return-value]
 
@@ -235,57 +141,41 @@ class UnitOfWork:
 
     def decider(self, decider: Decider[C, S, E], name: str) -> DeciderRepository[C, S, E]:
         """Run ``decider`` on the streams ``<name>-<id>`` in this unit of work."""
-        return DeciderRepository(self, decider, name)
+        return DeciderRepository(self._tracker, decider, name)
 
     # -- what repositories call --------------------------------------------------------
 
     async def session(self) -> StorageSession:
         """The open transaction, begun on first use."""
-        if self._session is None:
-            if self._finished:
-                msg = "this unit of work has finished: open a new one per command"
-                raise ConfigurationError(msg)
-            transaction = self.storage.transaction()
-            # Kept only once begun: a transaction that failed to begin must not be ended.
-            self._session = await transaction.__aenter__()
-            self._transaction = transaction
-        return self._session
-
-    def tracked(self, entity_type: type, entity_id: object) -> Entity[Any] | None:
-        """The instance this unit of work already holds for that id, if any."""
-        found = self._changes.get((entity_type, entity_id))
-        return None if found is None else found[0]
-
-    def track(self, entity: Entity[Any], change: Change) -> None:
-        """Save ``entity`` (as ``change`` says) on commit."""
-        self._changes[type(entity), entity.id] = (entity, change)
-
-    def change_of(self, entity: Entity[Any]) -> Change | None:
-        """The change tracked for ``entity``."""
-        found = self._changes.get((type(entity), entity.id))
-        return None if found is None else found[1]
-
-    def stage(self, change: Change) -> None:
-        """Write ``change`` on commit (for changes with no entity, such as a decision)."""
-        self._staged.append(change)
+        return await self._tracker.session()
 
     def decode(self, stored: Sequence[StoredEvent]) -> list[object]:
         """Domain events from stored ones, old payloads upcast first."""
-        decode = self.events.decode
-        return [decode(e.type_name, e.schema_version, e.data) for e in stored]
+        return self._tracker.decode(stored)
+
+    def tracked(self, entity_type: type, entity_id: object) -> Entity[Any] | None:
+        """The instance this unit of work already holds for that id, if any."""
+        return self._tracker.tracked(entity_type, entity_id)
 
     # -- commit and rollback -----------------------------------------------------------
 
     async def commit(self) -> list[object]:
         """Write everything in one transaction, commit, then publish; return the events."""
-        if not self._changes and not self._staged:
+        tracker = self._tracker
+        if not tracker.changes and not tracker.staged:
             await self._end(None)
             return []
-        batch = CommitBatch(self, await self.session(), self.clock())
+        origin = EventOrigin(
+            self.events, self.new_id, self.correlation_id, self.causation_id, self.actor
+        )
+        with_metadata = bool(self.inline_projections) or self.publishes
+        batch = CommitBatch(
+            origin, await tracker.session(), self.clock(), with_metadata=with_metadata
+        )
         try:
-            for _, change in self._changes.values():
+            for _, change in tracker.changes.values():
                 await change.flush(batch)
-            for change in self._staged:
+            for change in tracker.staged:
                 await change.flush(batch)
             if batch.metadata is not None:
                 await self._project_inline(batch, batch.metadata)
@@ -295,7 +185,7 @@ class UnitOfWork:
             await self._end(exc)
             raise
         await self._end(None)
-        for _, change in self._changes.values():
+        for _, change in tracker.changes.values():
             change.settle()
         await self._run_after_commit()
         await self._dispatch(batch.published, batch.metadata)
@@ -334,8 +224,7 @@ class UnitOfWork:
         await self._end(_Rollback())
 
     async def _end(self, error: BaseException | None) -> None:
-        transaction, self._transaction, self._session = self._transaction, None, None
-        self._finished = True
+        transaction = self._tracker.detach()
         if transaction is None:
             return
         if error is None:
@@ -369,7 +258,7 @@ class UnitOfWork:
         traceback: TracebackType | None,
     ) -> None:
         """Roll back what was not committed."""
-        if not self._finished:
+        if not self._tracker.finished:
             await self.rollback()
 
 

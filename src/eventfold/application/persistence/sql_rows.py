@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 
-from eventfold.application.persistence import TableMapping
+from eventfold.application.persistence.model import TableMapping
 from eventfold.errors import ConcurrencyError
 from eventfold.ports import SqlExecutor
 

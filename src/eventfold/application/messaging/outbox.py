@@ -38,7 +38,7 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
-from eventfold.application.unit_of_work import Clock, utc_now
+from eventfold.application.persistence.unit_of_work import Clock, utc_now
 from eventfold.errors import BrokerUnavailableError, StoreUnavailableError
 from eventfold.ports.broker import BrokerMessage, MessagePublisher
 from eventfold.ports.outbox import OutboxClaim, OutboxRelayStore

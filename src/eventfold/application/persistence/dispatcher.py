@@ -24,10 +24,13 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar, overload
 
-from eventfold.application.queries import QueryOptions, SearchResult
-from eventfold.application.repositories import EventSourcedRepository, StateStoredRepository
-from eventfold.application.unit_of_work import DataSources
-from eventfold.application.unit_of_work import UnitOfWork as EventfoldUnitOfWork
+from eventfold.application.persistence.repositories import (
+    EventSourcedRepository,
+    StateStoredRepository,
+)
+from eventfold.application.persistence.unit_of_work import DataSources
+from eventfold.application.persistence.unit_of_work import UnitOfWork as EventfoldUnitOfWork
+from eventfold.application.readside.queries import QueryOptions, SearchResult
 from eventfold.domain.aggregate import AggregateRoot
 from eventfold.domain.entity import Entity
 from eventfold.errors import ConfigurationError, RegistrationError
@@ -477,7 +480,7 @@ class RepositoryPersistence:
         if isinstance(repository, EventSourcedRepository):
             repository.add(entity)
         elif isinstance(repository, StateStoredRepository):
-            _attach_state_stored(uow, repository, entity)
+            _attach_state_stored(repository, entity)
 
     async def retrieve(self, ids: Sequence[Any], uow: EventfoldUnitOfWork) -> list[Any]:
         """The aggregates stored among ``ids``, in the order of ``ids``."""
@@ -486,18 +489,15 @@ class RepositoryPersistence:
         return [entity for entity in found if entity is not None]
 
 
-def _attach_state_stored(
-    uow: EventfoldUnitOfWork, repository: StateStoredRepository[Any], entity: Entity[Any]
-) -> None:
+def _attach_state_stored(repository: StateStoredRepository[Any], entity: Entity[Any]) -> None:
     # An aggregate counts its pending events in `version`; the stored one is what to expect.
     stored = entity.persisted_version if isinstance(entity, AggregateRoot) else entity.version
     if stored == 0:
         repository.add(entity)
         return
     # A copy loaded elsewhere (another unit of work, the cache): update it at the version
-    # it was loaded at, so a concurrent change is detected rather than overwritten. The
-    # repository has no public way to attach such a copy.
-    uow.track(entity, repository._change(entity, stored))
+    # it was loaded at, so a concurrent change is detected rather than overwritten.
+    repository.attach(entity, stored)
 
 
 def register_aggregate(

@@ -14,7 +14,7 @@ so every backend supports sagas with no table of their own.
   worker's claim fails with a ``ConcurrencyError`` and it backs off. Each later save
   expects the version the worker wrote last, so a worker that lost its lease stops.
 - **Retries, then compensation.** A failing action is retried with tenacity's
-  exponential backoff (:class:`~eventfold.application.outbox.RetryPolicy`); when it keeps
+  exponential backoff (:class:`~eventfold.application.messaging.outbox.RetryPolicy`); when it keeps
   failing, the steps already done are compensated in reverse order. A compensation that
   keeps failing puts the instance in ``needs_intervention`` with its error: it is listed
   by :meth:`SagaOrchestrator.pending_interventions` until an operator retries or resolves
@@ -39,10 +39,10 @@ from uuid import uuid4
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
-from eventfold.application.outbox import RetryPolicy
-from eventfold.application.queries import QueryOptions
-from eventfold.application.read_models import DocumentSearch
-from eventfold.application.unit_of_work import Clock, utc_now
+from eventfold.application.messaging.outbox import RetryPolicy
+from eventfold.application.persistence.unit_of_work import Clock, utc_now
+from eventfold.application.readside.queries import QueryOptions
+from eventfold.application.readside.read_models import DocumentSearch
 from eventfold.domain.errors import ConfigurationError, EntityNotFoundError, InvalidStateError
 from eventfold.domain.specification import FieldSet, SpecificationBuilder
 from eventfold.errors import ConcurrencyError

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import reduce
 from typing import Any, Generic, Protocol, TypeVar, overload
 
-from eventfold.application.results import OperationResult, ResultFactory
+from eventfold.application.cqrs.results import OperationResult, ResultFactory
 from eventfold.domain.events import EventMetadata
 from eventfold.errors import DuplicateHandlerError, HandlerNotFoundError
 

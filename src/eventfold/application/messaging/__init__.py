@@ -1,0 +1,5 @@
+"""Messaging: the outbox relay, the idempotent inbox, sagas.
+
+The top of the application layer: it may import ``persistence``, ``readside``
+and ``cqrs``; nothing in the application imports it.
+"""
