@@ -181,3 +181,41 @@ async def test_after_an_outage_the_cache_serves_again(
     loads = accounts.loads
     await dispatcher.fetch(Account, ["a-1"])
     assert accounts.loads == loads
+
+
+async def test_many_readers_and_writers_across_repeated_outages_never_read_a_stale_value(
+    caches: Callable[[str], RedisCache], proxy: TcpProxy
+) -> None:
+    # Past the breaker's limits: 40 concurrent readers and a writer while Redis goes away
+    # and comes back three times. Every read succeeds (from Redis or the database) and no
+    # read ever returns a balance older than the last one committed before it started.
+    accounts = Accounts()
+    cache = caches(f"redis://127.0.0.1:{proxy.port}/0")
+    dispatcher = caching(accounts, cache, retry_after=0.01)
+    await dispatcher.apply(Account("a-1", 0))
+    committed = 0
+    stale: list[tuple[int, int]] = []
+
+    async def read() -> None:
+        floor = committed
+        [account] = await dispatcher.fetch(Account, ["a-1"])
+        if account.balance < floor:
+            stale.append((floor, account.balance))
+
+    async def write(balance: int) -> None:
+        nonlocal committed
+        await dispatcher.apply(Account("a-1", balance))
+        committed = balance
+
+    balance = 0
+    for _ in range(3):
+        await asyncio.gather(*(read() for _ in range(40)))
+        await proxy.cut()
+        balance += 1
+        await asyncio.gather(write(balance), *(read() for _ in range(40)))
+        await proxy.restore()
+        balance += 1
+        await asyncio.gather(write(balance), *(read() for _ in range(40)))
+    assert stale == []
+    [account] = await dispatcher.fetch(Account, ["a-1"])
+    assert account.balance == balance

@@ -5,6 +5,12 @@ dispatch that costs tens of microseconds per message, more than the rest of a re
 work on it. The properties eventfold sends are few and fixed, so they are written here
 with a handful of ``struct`` packs. ``tests/unit/test_rabbitmq_wire.py`` checks the
 bytes against pamqp's.
+
+Kept because the relay workload of ``python -m benchmarks`` on RabbitMQ measures it (4x
+aio-pika's ``publish``). The publisher writes these frames on aiormq's channel and
+registers their confirmations there, so aiormq and aio-pika are pinned in pyproject.toml
+to the versions the test suite runs; the broker contract suite and the relay's outage
+tests are its stress tests.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ sqlite3 blocks, so its calls run off the event loop. aiosqlite does the same, bu
 to its thread once per statement and once more per fetch; here one hop runs a whole
 operation (check the version, insert the batch, decode the rows), which is what makes
 eventfold's SQLite adapter faster than the same statements issued through aiosqlite.
+
+Kept because ``python -m benchmarks`` (SQLite workloads W1-W3 and W6) measures it; it
+leans on the standard library's sqlite3 only. Its stress test, past the limits of one
+write lock, is ``tests/integration/test_sqlite_thread_stress.py``.
 """
 
 from __future__ import annotations

@@ -380,7 +380,13 @@ class CachingPersistenceDispatcher(Generic[U]):
 
 
 class _CacheHealth:
-    """Remembers an outage: when to try again, and when a warning was last logged."""
+    """Remembers an outage: when to try again, and when a warning was last logged.
+
+    A two-state breaker (closed, or open until a time) written here rather than taken
+    from a library: it only guards reads that fall back to the database, so there is no
+    half-open trial to manage. Stressed by the Redis outage tests in
+    ``tests/integration/test_redis_cache.py``.
+    """
 
     def __init__(self, retry_after: float, warn_interval: float, clock: Clock) -> None:
         self._retry_after = retry_after

@@ -15,6 +15,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    retry_if_result,
+    wait_exponential,
+)
+
 from eventfold.domain.dispatch import find_handler
 from eventfold.domain.errors import ConfigurationError, EventfoldError
 from eventfold.domain.events import EventMetadata
@@ -35,6 +43,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("eventfold.projections")
+
+_FIRST_IDLE_WAIT = 0.05  # seconds a live runner first pauses on an empty log
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (events done, events in total) while a projection rebuilds."""
@@ -291,27 +301,25 @@ class ProjectionRunner:
         self._stopping.set()
 
     async def _follow(self, name: str) -> None:
-        wait = 0.05
         self._status[name] = ProjectionStatus(name, "running")
+        # One retrying loop per batch that finds events: an empty log and an unreachable
+        # database are both waited out with a doubling pause (50 ms up to max_idle_wait),
+        # cut short by a NOTIFY or by stop(); progress starts the pauses again from 50 ms.
+        follow = AsyncRetrying(
+            sleep=self._idle,
+            wait=wait_exponential(multiplier=_FIRST_IDLE_WAIT, max=self._max_idle_wait),
+            retry=retry_if_exception_type(StoreUnavailableError) | retry_if_result(_no_events),
+            stop=lambda _: self._stopping.is_set(),
+            before_sleep=lambda attempt: _log_outage(name, attempt),
+            retry_error_callback=lambda _: 0,
+        )
         while not self._stopping.is_set():
             try:
-                count = await self.process_batch(name)
+                await follow(self.process_batch, name)
             except ProjectionFailedError as failure:
                 logger.error("%s", failure, extra={"projection": name})
                 self._status[name] = ProjectionStatus(name, "failed", failure)
                 return
-            except StoreUnavailableError as exc:
-                # A database that went away is waited out: the checkpoint did not move, so
-                # the projection resumes exactly where it was once the database answers.
-                logger.warning("projection %s waits for the database: %s", name, exc)
-                await self._idle(wait)
-                wait = min(wait * 2, self._max_idle_wait)
-                continue
-            if count:
-                wait = 0.05
-                continue
-            await self._idle(wait)
-            wait = min(wait * 2, self._max_idle_wait)
         self._status[name] = ProjectionStatus(name, "stopped")
 
     async def _idle(self, seconds: float) -> None:
@@ -365,3 +373,15 @@ async def projection_lag(storage: Storage, name: str, now: datetime) -> Projecti
         oldest = await session.read_log(after=checkpoint, limit=1)
     seconds = (now - oldest[0].occurred_at).total_seconds() if oldest else 0.0
     return ProjectionLag(name, checkpoint, behind, max(seconds, 0.0))
+
+
+def _no_events(count: int) -> bool:
+    return count == 0
+
+
+def _log_outage(name: str, attempt: RetryCallState) -> None:
+    # A database that went away is waited out: the checkpoint did not move, so the
+    # projection resumes exactly where it was once the database answers.
+    if attempt.outcome is not None and attempt.outcome.failed:
+        error = attempt.outcome.exception()
+        logger.warning("projection %s waits for the database: %s", name, error)
