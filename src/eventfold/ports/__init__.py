@@ -15,17 +15,22 @@ from eventfold.ports.cache import Cache
 from eventfold.ports.outbox import OutboxClaim, OutboxRelayStore, OutboxStats
 from eventfold.ports.records import (
     LOG_START,
+    AppendEvents,
+    DeleteDocument,
     DocumentRecord,
     EventRecord,
     ExpectedVersion,
     LogPosition,
     OutboxEntry,
     OutboxMessage,
+    SaveDocument,
     SnapshotRecord,
     StoredEvent,
     StreamState,
+    Write,
 )
 from eventfold.ports.storage import (
+    BatchWriter,
     CheckpointStore,
     DocumentStore,
     GlobalLogReader,
@@ -38,15 +43,19 @@ from eventfold.ports.storage import (
     StorageSession,
     StreamAppender,
     StreamReader,
+    apply_writes,
 )
 
 __all__ = [
     "LOG_START",
+    "AppendEvents",
+    "BatchWriter",
     "BrokerMessage",
     "Cache",
     "CheckpointStore",
     "DeadLetter",
     "DeadLetterReader",
+    "DeleteDocument",
     "Delivery",
     "DocumentRecord",
     "DocumentStore",
@@ -66,6 +75,7 @@ __all__ = [
     "OutboxRelayStore",
     "OutboxStats",
     "OutboxWriter",
+    "SaveDocument",
     "SnapshotRecord",
     "SnapshotStore",
     "SqlExecutor",
@@ -76,4 +86,6 @@ __all__ = [
     "StreamReader",
     "StreamState",
     "Subscription",
+    "Write",
+    "apply_writes",
 ]

@@ -6,6 +6,7 @@ Backends store and return these; serialisation and upcasting live above them.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -151,3 +152,35 @@ class OutboxEntry:
     dead: bool
     refusals: int = 0
     """Attempts the broker refused (``attempts`` also counts those made during outages)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEvents:
+    """A write in a batch: append ``events`` to a stream at ``expected_version``."""
+
+    stream_id: str
+    events: Sequence[EventRecord]
+    expected_version: ExpectedVersion
+
+
+@dataclass(frozen=True, slots=True)
+class SaveDocument:
+    """A write in a batch: insert (``expected_version=0``) or update a document."""
+
+    collection: str
+    key: str
+    data: str
+    expected_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteDocument:
+    """A write in a batch: delete a document at the expected version."""
+
+    collection: str
+    key: str
+    expected_version: int
+
+
+Write = AppendEvents | SaveDocument | DeleteDocument | SnapshotRecord | OutboxMessage
+"""One write of a batch (see ``StorageSession.write_batch``): what its own method would do."""

@@ -31,7 +31,9 @@ from eventfold.ports.records import (
     SnapshotRecord,
     StoredEvent,
     StreamState,
+    Write,
 )
+from eventfold.ports.storage import apply_writes
 
 __all__ = ["MemorySession", "MemoryStorage", "create_memory_storage"]
 
@@ -305,6 +307,10 @@ class MemorySession:
         return current
 
     # -- outbox ------------------------------------------------------------------------
+
+    async def write_batch(self, writes: Sequence[Write]) -> None:
+        """Apply ``writes`` in order, each through its own method."""
+        await apply_writes(self, writes)
 
     async def add_to_outbox(self, messages: Sequence[OutboxMessage]) -> None:
         """Stage one outbox row per message."""

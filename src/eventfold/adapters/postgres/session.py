@@ -28,7 +28,9 @@ from eventfold.ports.records import (
     SnapshotRecord,
     StoredEvent,
     StreamState,
+    Write,
 )
+from eventfold.ports.storage import apply_writes
 
 if TYPE_CHECKING:
     import asyncpg
@@ -336,6 +338,10 @@ class PostgresSession:
         raise ConcurrencyError(f"{collection}/{key}", expected_version, actual)
 
     # -- outbox ------------------------------------------------------------------------
+
+    async def write_batch(self, writes: Sequence[Write]) -> None:
+        """Apply ``writes`` in order, each through its own method."""
+        await apply_writes(self, writes)
 
     async def add_to_outbox(self, messages: Sequence[OutboxMessage]) -> None:
         """Write one outbox row per message, all in one statement."""

@@ -31,15 +31,19 @@ from eventfold.errors import (
 )
 from eventfold.ports.records import (
     LOG_START,
+    AppendEvents,
+    DeleteDocument,
     DocumentRecord,
     EventRecord,
     ExpectedVersion,
     LogPosition,
     OutboxEntry,
     OutboxMessage,
+    SaveDocument,
     SnapshotRecord,
     StoredEvent,
     StreamState,
+    Write,
 )
 
 if TYPE_CHECKING:
@@ -255,18 +259,19 @@ class SqliteSession:
     version, document version) runs under that lock, so a stale read is always caught.
     """
 
-    __slots__ = ("_storage", "_store", "_writer", "_wrote")
+    __slots__ = ("_pending", "_storage", "_store", "_writer", "_wrote")
 
     def __init__(self, storage: WriterSource, store: str) -> None:
         self._storage = storage
         self._store = store
         self._writer: Connection | None = None
         self._wrote = False
+        self._pending: list[Write] = []
 
     async def _run(self, work: Callable[[Db], T]) -> T:
         """Run a read: in the write transaction if one is open, else on the reader."""
-        if self._writer is not None:
-            return await self._call(self._writer, work)
+        if self._writer is not None or self._pending:
+            return await self._write(work)  # held-back writes first: the read must see them
         reader = await self._storage.reader()
         if reader is None:  # one connection only (":memory:"): reads need the lock too
             return await self._begin(work)
@@ -274,6 +279,9 @@ class SqliteSession:
 
     async def _write(self, work: Callable[[Db], T]) -> T:
         self._wrote = True
+        if self._pending:
+            pending, self._pending = self._pending, []
+            work = _after_writes(pending, work)
         if self._writer is not None:
             return await self._call(self._writer, work)
         return await self._begin(work)
@@ -289,14 +297,26 @@ class SqliteSession:
             raise translate_error(exc, self._store) from exc
 
     async def finish(self, *, commit: bool) -> None:
-        """Commit or roll back, if anything was begun, and let the next writer in."""
+        """Commit or roll back, if anything was begun, and let the next writer in.
+
+        Writes held back by :meth:`write_batch` run here, with the ``COMMIT``, in the
+        same hop to the writer thread (with ``BEGIN IMMEDIATE`` too, when nothing was
+        written before them): one hop per command.
+        """
         writer, self._writer = self._writer, None
         storage, self._storage = self._storage, _ENDED
+        pending, self._pending = self._pending, []
+        end: Callable[[Db], None] = _finish
+        if commit and pending:
+            end = _commit_writes(pending)
+            if writer is None:
+                writer = await storage.acquire_writer()
+                end = _begin_then_end(end)
         if writer is None:
             return
         try:
             if commit and self._wrote:
-                await self._call(writer, _finish)
+                await self._call(writer, end)
             else:
                 # Ending a transaction that changed nothing, or discarding one, has
                 # nothing to make durable and nothing to report: queue it and go on.
@@ -336,6 +356,12 @@ class SqliteSession:
     ) -> int:
         """Append ``events`` and return the new version; on conflict store nothing, raise."""
         return await self._write(lambda db: _append(db, stream_id, events, expected_version))
+
+    async def write_batch(self, writes: Sequence[Write]) -> None:
+        """Hold ``writes`` back to run in the same hop as the next statement or the commit."""
+        if writes:
+            self._wrote = True
+            self._pending.extend(writes)
 
     # -- global log --------------------------------------------------------------------
 
@@ -386,14 +412,7 @@ class SqliteSession:
 
     async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
         """Keep ``snapshot`` as the stream's latest; an older one never replaces a newer."""
-        params = (
-            snapshot.stream_id,
-            snapshot.version,
-            snapshot.state_type,
-            snapshot.schema_version,
-            snapshot.data,
-            to_text(snapshot.taken_at),
-        )
+        params = _snapshot_params(snapshot)
         await self._write(lambda db: db.execute(_SAVE_SNAPSHOT, params))
 
     # -- documents ---------------------------------------------------------------------
@@ -518,6 +537,64 @@ def _begin_then(db: Db, work: Callable[[Db], T]) -> T:
         _end_quietly(db)  # a queued end that failed must not leak into this transaction
     db.execute("BEGIN IMMEDIATE")
     return work(db)
+
+
+def _begin_then_end(end: Callable[[Db], None]) -> Callable[[Db], None]:
+    return lambda db: _begin_then(db, end)
+
+
+def _after_writes(writes: list[Write], work: Callable[[Db], T]) -> Callable[[Db], T]:
+    def run(db: Db) -> T:
+        _apply_writes(db, writes)
+        return work(db)
+
+    return run
+
+
+def _commit_writes(writes: list[Write]) -> Callable[[Db], None]:
+    def run(db: Db) -> None:
+        try:
+            _apply_writes(db, writes)
+        except BaseException:
+            # A conflict found here ends the transaction at once, in this same hop.
+            _end_quietly(db)
+            raise
+        _finish(db)
+
+    return run
+
+
+def _apply_writes(db: Db, writes: list[Write]) -> None:
+    """Each write as its own method would do it, consecutive outbox rows in one batch."""
+    outbox: list[OutboxMessage] = []
+    for write in writes:
+        if isinstance(write, OutboxMessage):
+            outbox.append(write)
+            continue
+        if outbox:
+            _add_to_outbox(db, outbox)
+            outbox = []
+        if isinstance(write, AppendEvents):
+            _append(db, write.stream_id, write.events, write.expected_version)
+        elif isinstance(write, SaveDocument):
+            _save_document(db, write.collection, write.key, write.data, write.expected_version)
+        elif isinstance(write, DeleteDocument):
+            _delete_document(db, write.collection, write.key, write.expected_version)
+        else:
+            db.execute(_SAVE_SNAPSHOT, _snapshot_params(write))
+    if outbox:
+        _add_to_outbox(db, outbox)
+
+
+def _snapshot_params(snapshot: SnapshotRecord) -> tuple[object, ...]:
+    return (
+        snapshot.stream_id,
+        snapshot.version,
+        snapshot.state_type,
+        snapshot.schema_version,
+        snapshot.data,
+        to_text(snapshot.taken_at),
+    )
 
 
 def _finish(db: Db) -> None:

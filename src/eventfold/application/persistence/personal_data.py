@@ -39,6 +39,7 @@ from eventfold.domain.personal_data import (
 )
 from eventfold.errors import ConfigurationError, SerializationError, UnknownEventTypeError
 from eventfold.ports import (
+    AppendEvents,
     DocumentStore,
     EventRecord,
     ExpectedVersion,
@@ -48,6 +49,7 @@ from eventfold.ports import (
     Storage,
     StorageSession,
     StoredEvent,
+    Write,
 )
 from eventfold.ports.personal_data import Cipher, SubjectKeyStore
 from eventfold.serialization import EventRegistry
@@ -369,6 +371,19 @@ class ShreddingSession:
     async def add_to_outbox(self, messages: Sequence[OutboxMessage]) -> None:
         """Write outbox rows with personal fields encrypted."""
         await self.session.add_to_outbox([await self._protect_record(m) for m in messages])
+
+    async def write_batch(self, writes: Sequence[Write]) -> None:
+        """Apply a batch with the personal fields of its events and outbox rows encrypted."""
+        protected: list[Write] = []
+        for write in writes:
+            if isinstance(write, AppendEvents):
+                events = [await self._protect_record(record) for record in write.events]
+                protected.append(replace(write, events=events))
+            elif isinstance(write, OutboxMessage):
+                protected.append(await self._protect_record(write))
+            else:
+                protected.append(write)
+        await self.session.write_batch(protected)
 
     async def read_stream(
         self,

@@ -78,13 +78,10 @@ class _EventSourcedChange:
             stream_id=stream_id,
             first_version=self.loaded_version + 1,
         )
-        session = batch.session
-        self.new_version = await session.append(
-            stream_id, records, expected_version=self.loaded_version
-        )
+        self.new_version = batch.append(stream_id, records, expected_version=self.loaded_version)
         policy = self.model.snapshots
         if policy is not None and policy.is_due(self.loaded_version, self.new_version):
-            await session.save_snapshot(self._snapshot(stream_id, batch.now))
+            batch.save_snapshot(self._snapshot(stream_id, batch.now))
 
     def _snapshot(self, stream_id: str, now: datetime) -> SnapshotRecord:
         model = self.model
@@ -200,7 +197,7 @@ class _DeciderChange:
             return
         records = batch.records(self.events, self.stream_name, str(self.aggregate_id))
         stream_id = f"{self.stream_name}-{self.aggregate_id}"
-        await batch.session.append(stream_id, records, expected_version=self.expected_version)
+        batch.append(stream_id, records, expected_version=self.expected_version)
 
     def settle(self) -> None:
         """Nothing in memory to update: a decider's state is folded anew on each load."""
@@ -264,15 +261,12 @@ class _DocumentChange:
     async def flush(self, batch: CommitBatch) -> None:
         self._events = events = self.entity.pending_events
         key = str(self.entity.id)
-        session = batch.session
         if self.removed:
-            await session.delete_document(
-                self.model.name, key, expected_version=self.loaded_version
-            )
+            batch.delete_document(self.model.name, key, expected_version=self.loaded_version)
         else:
             data = self.model.dump(self.entity)
             if data != self.loaded_data or not self.loaded_version:
-                self.new_version = await session.save_document(
+                self.new_version = batch.save_document(
                     self.model.name, key, data, expected_version=self.loaded_version
                 )
                 self.loaded_data = data
@@ -300,7 +294,7 @@ class _RowChange:
 
         self._events = events = self.entity.pending_events
         key = self.entity.id
-        executor = sql_executor(batch.session, self.model.name)
+        executor = sql_executor(await batch.direct(), self.model.name)
         if self.removed:
             await sql_rows.delete_row(executor, self.mapping, key, self.loaded_version)
         else:

@@ -17,7 +17,18 @@ from uuid import UUID
 from eventfold.domain.entity import Entity
 from eventfold.domain.events import EventMetadata
 from eventfold.errors import ConfigurationError
-from eventfold.ports import EventRecord, OutboxMessage, Storage, StorageSession, StoredEvent
+from eventfold.ports import (
+    AppendEvents,
+    DeleteDocument,
+    EventRecord,
+    OutboxMessage,
+    SaveDocument,
+    SnapshotRecord,
+    Storage,
+    StorageSession,
+    StoredEvent,
+    Write,
+)
 from eventfold.serialization import EventRegistry
 
 __all__ = ["Change", "CommitBatch", "EventOrigin", "WorkTracker"]
@@ -103,9 +114,14 @@ class WorkTracker:
 
 
 class CommitBatch:
-    """What one commit writes: encodes each event once, for its stream and its outbox row."""
+    """What one commit writes: encodes each event once, for its stream and its outbox row.
 
-    __slots__ = ("_origin", "metadata", "now", "outbox", "published", "session")
+    Changes queue their writes here; the unit of work hands them to the session in one
+    ``write_batch``, so a backend can send a whole command in one round trip. Every
+    queued write carries the version it expects, so its result is known in advance.
+    """
+
+    __slots__ = ("_origin", "metadata", "now", "outbox", "published", "session", "writes")
 
     def __init__(
         self, origin: EventOrigin, session: StorageSession, now: datetime, *, with_metadata: bool
@@ -113,11 +129,43 @@ class CommitBatch:
         self._origin = origin
         self.session = session
         self.now = now
+        self.writes: list[Write] = []
         self.outbox: list[OutboxMessage] = []
         self.published: list[object] = []
         # Metadata is only built when inline projections or in-process handlers can see
         # it: a unit of work that does neither skips it.
         self.metadata: list[EventMetadata] | None = [] if with_metadata else None
+
+    def append(
+        self, stream_id: str, records: Sequence[EventRecord], *, expected_version: int
+    ) -> int:
+        """Queue an append at ``expected_version``; return the version it leads to."""
+        self.writes.append(AppendEvents(stream_id, records, expected_version))
+        return expected_version + len(records)
+
+    def save_snapshot(self, snapshot: SnapshotRecord) -> None:
+        """Queue a snapshot."""
+        self.writes.append(snapshot)
+
+    def save_document(self, collection: str, key: str, data: str, *, expected_version: int) -> int:
+        """Queue a document insert or update; return the version it leads to."""
+        self.writes.append(SaveDocument(collection, key, data, expected_version))
+        return expected_version + 1
+
+    def delete_document(self, collection: str, key: str, *, expected_version: int) -> None:
+        """Queue a document delete at ``expected_version``."""
+        self.writes.append(DeleteDocument(collection, key, expected_version))
+
+    async def direct(self) -> StorageSession:
+        """The session, once the writes queued so far are handed to it (for direct SQL)."""
+        await self.send()
+        return self.session
+
+    async def send(self) -> None:
+        """Hand the queued writes to the session (the outbox rows stay for the end)."""
+        writes, self.writes = self.writes, []
+        if writes:
+            await self.session.write_batch(writes)
 
     def records(
         self,

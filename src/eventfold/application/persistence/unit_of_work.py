@@ -177,10 +177,12 @@ class UnitOfWork:
                 await change.flush(batch)
             for change in tracker.staged:
                 await change.flush(batch)
-            if batch.metadata is not None:
+            if batch.metadata is not None and self.inline_projections:
                 await self._project_inline(batch, batch.metadata)
-            if batch.outbox:
-                await batch.session.add_to_outbox(batch.outbox)
+            # One batch with the outbox rows last: a backend can write it all and commit
+            # in one round trip (SQLite: one hop to its writer thread per command).
+            batch.writes += batch.outbox
+            await batch.send()
         except BaseException as exc:
             await self._end(exc)
             raise
@@ -210,7 +212,7 @@ class UnitOfWork:
     async def _project_inline(self, batch: CommitBatch, metadata: list[EventMetadata]) -> None:
         # Inline projections write their read models in the command's own transaction,
         # so a reader sees them as soon as the command committed (read-your-writes).
-        context = ProjectionContext(batch.session)
+        context = ProjectionContext(await batch.direct())
         for event, event_metadata in zip(batch.published, metadata, strict=True):
             context.metadata = event_metadata
             for projection in self.inline_projections:

@@ -25,10 +25,13 @@ import pytest
 from eventfold.errors import CheckpointConflictError, ConcurrencyError, DuplicateEventError
 from eventfold.ports import (
     LOG_START,
+    AppendEvents,
+    DeleteDocument,
     EventRecord,
     ExpectedVersion,
     LogPosition,
     OutboxMessage,
+    SaveDocument,
     SnapshotRecord,
     Storage,
     StorageSession,
@@ -608,6 +611,85 @@ class StorageContract:
             assert await session.load_document("customers", "c-1") is None
             assert await session.read_outbox(limit=10) == []
             assert await session.load_checkpoint("orders-view") is None
+
+    # -- write batches -----------------------------------------------------------------
+
+    async def test_a_write_batch_stores_every_write_once_committed(self, storage: Storage) -> None:
+        async with storage.transaction() as session:
+            await session.save_document("customers", "c-2", '{"n": 0}', expected_version=0)
+        snapshot = SnapshotRecord("thing-1", 2, "ThingState", 1, '{"n": 2}', T0)
+        async with storage.transaction() as session:
+            await session.write_batch(
+                [
+                    AppendEvents("thing-1", [event_record(n=1), event_record(n=2)], 0),
+                    snapshot,
+                    SaveDocument("customers", "c-1", '{"n": 1}', 0),
+                    DeleteDocument("customers", "c-2", 1),
+                    outbox_message(1),
+                    outbox_message(2),
+                ]
+            )
+        async with storage.transaction() as session:
+            assert payloads(await session.read_stream("thing-1")) == [1, 2]
+            assert await session.load_snapshot("thing-1") == snapshot
+            stored = await session.load_document("customers", "c-1")
+            assert stored is not None
+            assert stored.version == 1
+            assert await session.load_document("customers", "c-2") is None
+            outbox = await session.read_outbox(limit=10)
+            assert [json.loads(entry.message.data)["n"] for entry in outbox] == [1, 2]
+
+    async def test_a_transaction_reads_the_writes_of_its_batch(self, storage: Storage) -> None:
+        async with storage.transaction() as session:
+            await session.write_batch([AppendEvents("thing-1", [event_record(n=1)], 0)])
+            assert payloads(await session.read_stream("thing-1")) == [1]
+            await session.append("thing-1", [event_record(n=2)], expected_version=1)
+        assert payloads(await read(storage, "thing-1")) == [1, 2]
+
+    async def test_a_conflicting_write_batch_fails_its_transaction_and_stores_nothing(
+        self, storage: Storage
+    ) -> None:
+        await append(storage, "thing-1", event_record(n=1))
+        with pytest.raises(ConcurrencyError) as raised:
+            async with storage.transaction() as session:
+                await session.write_batch(
+                    [
+                        AppendEvents("thing-2", [event_record(n=5)], 0),
+                        AppendEvents("thing-1", [event_record(n=2)], 0),
+                        outbox_message(2),
+                    ]
+                )
+        assert raised.value.stream_id == "thing-1"
+        assert payloads(await read(storage, "thing-1")) == [1]
+        assert await read(storage, "thing-2") == []
+        async with storage.transaction() as session:
+            assert await session.read_outbox(limit=10) == []
+
+    async def test_a_write_batch_with_a_stored_event_id_fails_and_stores_nothing(
+        self, storage: Storage
+    ) -> None:
+        taken = event_record(n=1)
+        await append(storage, "thing-1", taken)
+        with pytest.raises(DuplicateEventError):
+            async with storage.transaction() as session:
+                await session.write_batch(
+                    [
+                        AppendEvents("thing-2", [event_record(n=2)], 0),
+                        AppendEvents("thing-3", [taken], 0),
+                    ]
+                )
+        assert await read(storage, "thing-2") == []
+
+    async def test_the_writes_of_a_rolled_back_batch_leave_nothing(self, storage: Storage) -> None:
+        async def write_batch(session: StorageSession) -> None:
+            await session.write_batch(
+                [AppendEvents("thing-1", [event_record()], 0), outbox_message()]
+            )
+
+        await rolled_back(storage, write_batch)
+        async with storage.transaction() as session:
+            assert await session.read_stream("thing-1") == []
+            assert await session.read_outbox(limit=10) == []
 
     async def test_creating_the_schema_again_keeps_the_data(self, storage: Storage) -> None:
         await append(storage, "thing-1", event_record(n=1))
