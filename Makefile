@@ -2,17 +2,24 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench serve
+.PHONY: install demo test lint docs docs-build bench serve
 
-$(BIN)/eventfold: pyproject.toml
+$(BIN)/python:
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+
+# The demo needs eventfold with the example's extra, not the development toolchain.
+$(VENV)/.example: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[example]'
 	touch $@
 
-install: $(BIN)/eventfold
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.example
 
-demo: install
+install: $(VENV)/.dev
+
+demo: $(VENV)/.example
 	$(BIN)/python -m examples.shop
 
 lint: install
@@ -22,11 +29,17 @@ lint: install
 	$(BIN)/mypy --strict examples  # the example is a user's code: it must type-check too
 	$(BIN)/lint-imports
 
-test: lint
+docs-build: install
+	$(BIN)/mkdocs build --strict
+
+test: lint docs-build
 	$(BIN)/pytest -p no:cacheprovider
+
+docs: install
+	$(BIN)/mkdocs serve
 
 bench: install
 	$(BIN)/python -m benchmarks
 
-serve: install
+serve: $(VENV)/.example
 	$(BIN)/uvicorn examples.shop.api:app

@@ -13,9 +13,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from eventfold.adapters.memory import create_memory_storage
-from eventfold.adapters.postgres import create_postgres_storage
-from eventfold.adapters.sqlite import create_sqlite_storage
+from eventfold.testing import fresh_storage
+
+# The storage fixtures (memory_storage, sqlite_storage, postgres_storage, sql_storage,
+# any_storage), the mediator and the broker come from eventfold's own pytest plugin, as
+# they do in a user's project; listed here too so the suite runs from a source tree.
+pytest_plugins = ["eventfold.testing.plugin"]
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 RUN_ID = uuid.uuid4().hex[:8]
@@ -62,21 +65,10 @@ def unique_name(prefix: str) -> str:
 @asynccontextmanager
 async def open_storage(backend: str, directory: Path) -> AsyncIterator[Any]:
     """A fresh, empty storage of ``backend`` with its schema, removed afterwards."""
-    if backend == "memory":
-        storage = create_memory_storage()
-    elif backend == "sqlite":
-        storage = create_sqlite_storage(directory / "eventfold.db")
-    else:
+    if backend == "postgres":
         require_service("postgres")
-        schema = unique_name("ef")
-        storage = create_postgres_storage(POSTGRES_DSN, schema=schema)
-    await storage.create_schema()
-    try:
+    async with fresh_storage(backend, directory=directory, postgres_dsn=POSTGRES_DSN) as storage:
         yield storage
-    finally:
-        await storage.close()
-        if backend == "postgres":
-            await drop_schema(schema)
 
 
 async def drop_schema(schema: str) -> None:
@@ -88,36 +80,8 @@ async def drop_schema(schema: str) -> None:
         await connection.close()
 
 
-@pytest.fixture
-async def memory_storage(tmp_path: Path) -> AsyncIterator[Any]:
-    """A fresh in-memory storage."""
-    async with open_storage("memory", tmp_path) as storage:
-        yield storage
-
-
-@pytest.fixture
-async def sqlite_storage(tmp_path: Path) -> AsyncIterator[Any]:
-    """A fresh SQLite database file in the test's own directory."""
-    async with open_storage("sqlite", tmp_path) as storage:
-        yield storage
-
-
-@pytest.fixture
-async def postgres_storage(tmp_path: Path) -> AsyncIterator[Any]:
-    """A PostgreSQL storage in a schema of its own, dropped afterwards."""
-    async with open_storage("postgres", tmp_path) as storage:
-        yield storage
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def sql_storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    """Each SQL backend in turn."""
-    async with open_storage(request.param, tmp_path) as storage:
-        yield storage
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-async def any_storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    """Every backend in turn."""
-    async with open_storage(request.param, tmp_path) as storage:
-        yield storage
+@pytest.fixture(scope="session")
+def eventfold_postgres_dsn() -> str:
+    """The plugin's PostgreSQL: this machine's server, which CI requires (never skipped)."""
+    require_service("postgres")
+    return POSTGRES_DSN

@@ -1,1 +1,1 @@
-"""Backend fixtures live in tests/conftest.py so every test tier can use them."""
+"""Backend fixtures come from eventfold's pytest plugin, loaded in tests/conftest.py."""

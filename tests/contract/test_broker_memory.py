@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from eventfold.adapters.memory.broker import MemoryBroker, create_memory_broker
@@ -12,10 +10,8 @@ from eventfold.testing.contracts.broker import BrokerContract
 
 class TestMemoryBroker(BrokerContract):
     @pytest.fixture
-    async def broker(self) -> AsyncIterator[MemoryBroker]:
-        broker = create_memory_broker()
-        yield broker
-        await broker.close()
+    def broker(self, memory_broker: MemoryBroker) -> MemoryBroker:
+        return memory_broker  # the pytest plugin's in-process broker
 
     @pytest.fixture
     async def unreachable_broker(self) -> MemoryBroker:

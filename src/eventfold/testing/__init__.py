@@ -2,6 +2,7 @@
 
 from eventfold.testing.sagas import SagaScenario, SimulatedCrash, StepRecorder
 from eventfold.testing.scenarios import AggregateScenario, DeciderScenario
+from eventfold.testing.storages import fresh_storage
 
 __all__ = [
     "AggregateScenario",
@@ -9,4 +10,5 @@ __all__ = [
     "SagaScenario",
     "SimulatedCrash",
     "StepRecorder",
+    "fresh_storage",
 ]
