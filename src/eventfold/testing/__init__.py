@@ -1,12 +1,21 @@
 """Test helpers shipped with eventfold: scenarios and backend contract suites."""
 
 from eventfold.testing.sagas import SagaScenario, SimulatedCrash, StepRecorder
-from eventfold.testing.scenarios import AggregateScenario, DeciderScenario
+from eventfold.testing.scenarios import (
+    AggregateScenario,
+    CommandOutcome,
+    CommandScenario,
+    DeciderScenario,
+    ProjectionScenario,
+)
 from eventfold.testing.storages import fresh_storage
 
 __all__ = [
     "AggregateScenario",
+    "CommandOutcome",
+    "CommandScenario",
     "DeciderScenario",
+    "ProjectionScenario",
     "SagaScenario",
     "SimulatedCrash",
     "StepRecorder",

@@ -1,20 +1,44 @@
-"""Given / when / then helpers for aggregates and deciders."""
+"""Given / when / then helpers: aggregates, deciders, commands through the pipeline, projections."""
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Callable, Sequence
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from eventfold.application.cqrs.mediator import Mediator
+from eventfold.application.cqrs.results import OperationResult
+from eventfold.application.persistence.model import EventSourcedModel
+from eventfold.application.persistence.unit_of_work import DataSource
+from eventfold.application.readside.projections import Projection, ProjectionRunner
+from eventfold.application.readside.queries import QueryOptions
+from eventfold.application.readside.read_models import DocumentReadModel
 from eventfold.domain.aggregate import AggregateRoot
 from eventfold.domain.decider import Decider
+from eventfold.domain.entity import Entity
+from eventfold.errors import ConfigurationError
+from eventfold.ports.records import EventRecord, OutboxEntry, StreamState
+from eventfold.ports.storage import Storage, StorageSession
+from eventfold.serialization import EventRegistry
 
-__all__ = ["AggregateScenario", "DeciderScenario"]
+__all__ = [
+    "AggregateScenario",
+    "CommandOutcome",
+    "CommandScenario",
+    "DeciderScenario",
+    "ProjectionScenario",
+]
 
 A = TypeVar("A", bound=AggregateRoot[Any, Any])
 C = TypeVar("C")
 S = TypeVar("S")
 E = TypeVar("E")
+T = TypeVar("T")
 
 
 class AggregateScenario(Generic[A]):
@@ -111,6 +135,228 @@ class DeciderScenario(Generic[C, S, E]):
             return exc
         msg = f"expected {error.__name__}, nothing was raised"
         raise AssertionError(msg)
+
+
+_UNSET: Any = object()
+# More rows than any scenario writes: the outbox is read whole before and after the command.
+_ALL_ROWS = 100_000
+# How long a scenario waits for its events to become readable in the global log.
+_LOG_TIMEOUT = 30.0
+
+
+def _records(events: EventRegistry, history: Sequence[object]) -> list[EventRecord]:
+    now = datetime.now(UTC)
+    records = []
+    for event in history:
+        encoded = events.encode(event)
+        records.append(
+            EventRecord(uuid.uuid4(), encoded.type_name, encoded.schema_version, encoded.data, now)
+        )
+    return records
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """What a command did: its result, the events it appended, its outbox rows."""
+
+    result: OperationResult[Any]
+    events: list[object]
+    """Events appended to streams (event-sourced types), in the order they were written."""
+    outbox: list[object]
+    """The events of the outbox rows it wrote (every type's events), in order."""
+    outbox_rows: list[OutboxEntry]
+    """The outbox rows themselves, with their aggregate type and id and their metadata."""
+
+
+class CommandScenario:
+    """A command through the real pipeline and unit of work, then what it stored.
+
+    ``await CommandScenario(mediator, source).given(Order, "o-1", *history)
+    .when(PlaceOrder("o-1")).then(status=200, events=[OrderPlaced(...)])``
+
+    ``mediator`` must run its requests in units of work of ``source`` (a
+    ``TransactionBehavior(source.unit_of_work)``, as the pytest plugin's ``mediator`` and
+    ``data_source`` fixtures are wired). Run no outbox relay meanwhile: the scenario finds
+    the command's outbox rows among the unpublished ones.
+    """
+
+    def __init__(self, mediator: Mediator, source: DataSource) -> None:
+        self._mediator = mediator
+        self._source = source
+        self._setup: list[Callable[[], Awaitable[None]]] = []
+        self._command: object = None
+        self._actor: str | None = None
+
+    def given(
+        self, aggregate_type: type[AggregateRoot[Any, Any]], aggregate_id: object, *events: object
+    ) -> CommandScenario:
+        """Events already in an event-sourced aggregate's stream (no outbox rows for them)."""
+        model = self._source.model.model_for(aggregate_type)
+        if not isinstance(model, EventSourcedModel):
+            msg = f"given() takes an event-sourced type; store a {aggregate_type.__name__} "
+            msg += "with given_stored()"
+            raise ConfigurationError(msg)
+        stream_id = model.stream_id(aggregate_id)
+
+        async def append() -> None:
+            async with self._source.storage.transaction() as session:
+                records = _records(self._source.events, events)
+                await session.append(stream_id, records, expected_version=StreamState.ANY)
+
+        self._setup.append(append)
+        return self
+
+    def given_stored(self, *entities: Entity[Any]) -> CommandScenario:
+        """Entities already stored as they are now (the events they recorded are dropped)."""
+
+        async def store() -> None:
+            async with self._source.unit_of_work() as uow:
+                for entity in entities:
+                    entity.pull_events()
+                    uow.repository(type(entity)).add(entity)
+                await uow.commit()
+
+        self._setup.append(store)
+        return self
+
+    def when(self, command: object, *, actor: str | None = None) -> CommandScenario:
+        """The command under test, sent as ``actor``."""
+        self._command = command
+        self._actor = actor
+        return self
+
+    async def run(self) -> CommandOutcome:
+        """Store the givens, send the command; what it did."""
+        if self._command is None:
+            msg = "call when(command) before then"
+            raise AssertionError(msg)
+        for step in self._setup:
+            await step()
+        storage = self._source.storage
+        before = {row.id for row in await _outbox(storage)}
+        result = await self._mediator.send(self._command, actor=self._actor)
+        rows = [row for row in await _outbox(storage) if row.id not in before]
+        decode = self._source.events.decode
+        outbox = [
+            decode(r.message.type_name, r.message.schema_version, r.message.data) for r in rows
+        ]
+        return CommandOutcome(result, await self._appended(rows), outbox, rows)
+
+    async def _appended(self, rows: list[OutboxEntry]) -> list[object]:
+        # Streams are read, not the global log: on PostgreSQL the log holds back events
+        # while older transactions are open, a stream never does. Every event gets an
+        # outbox row naming its stream; a state-stored entity's events have no stream.
+        ids = {row.message.event_id for row in rows}
+        streams = dict.fromkeys(
+            f"{r.message.aggregate_type}-{r.message.aggregate_id}" for r in rows
+        )
+        found = {}
+        async with self._source.storage.transaction() as session:
+            for stream_id in streams:
+                for stored in await session.read_stream(stream_id):
+                    if stored.event_id in ids:
+                        found[stored.event_id] = stored
+        return [
+            self._source.events.decode(s.type_name, s.schema_version, s.data)
+            for s in (found[row.message.event_id] for row in rows if row.message.event_id in found)
+        ]
+
+    async def then(
+        self,
+        *,
+        status: int | None = None,
+        data: object = _UNSET,
+        events: Sequence[object] | None = None,
+        outbox: Sequence[object] | None = None,
+    ) -> CommandOutcome:
+        """Send the command and assert what is given; return the outcome for more checks."""
+        outcome = await self.run()
+        result = outcome.result
+        if status is not None:
+            assert result.status == status, f"expected status {status}, got {result!r}"
+        if data is not _UNSET:
+            assert result.data == data, f"expected data {data!r}, got {result.data!r}"
+        if events is not None:
+            assert outcome.events == list(events), _diff(list(events), outcome.events)
+        if outbox is not None:
+            assert outcome.outbox == list(outbox), "outbox: " + _diff(list(outbox), outcome.outbox)
+        return outcome
+
+
+async def _outbox(storage: Storage) -> list[OutboxEntry]:
+    async with storage.transaction() as session:
+        return await session.read_outbox(limit=_ALL_ROWS)
+
+
+class ProjectionScenario:
+    """A projection over given events, then its read model.
+
+    ``await ProjectionScenario(CartViews(), storage, events).given("Cart-c-1", *history)
+    .then_documents(cart_views, CartView("c-1", 3))``
+    """
+
+    def __init__(self, projection: Projection, storage: Storage, events: EventRegistry) -> None:
+        self._projection = projection
+        self._storage = storage
+        self._events = events
+        self._given: list[tuple[str, Sequence[object]]] = []
+
+    def given(self, stream_id: str, *events: object) -> ProjectionScenario:
+        """Events in a stream, appended to the log in the order of the calls."""
+        self._given.append((stream_id, events))
+        return self
+
+    async def run(self) -> None:
+        """Append the givens and catch the projection up with them."""
+        async with self._storage.transaction() as session:
+            head = await session.log_head()
+        expected = 0
+        for stream_id, events in self._given:
+            async with self._storage.transaction() as session:
+                records = _records(self._events, events)
+                await session.append(stream_id, records, expected_version=StreamState.ANY)
+            expected += len(events)
+        await _readable(self._storage, head, expected)
+        runner = ProjectionRunner(self._storage, self._events, [self._projection])
+        await runner.catch_up(self._projection.name)
+
+    async def then(
+        self, query: Callable[[StorageSession], Awaitable[T]], expected: object = _UNSET
+    ) -> T:
+        """Run the projection, then ``query`` in a transaction; assert it gives ``expected``."""
+        await self.run()
+        async with self._storage.transaction() as session:
+            found = await query(session)
+        if expected is not _UNSET:
+            assert found == expected, f"expected {expected!r}\n     got {found!r}"
+        return found
+
+    async def then_documents(self, read_model: DocumentReadModel[T], *expected: T) -> list[T]:
+        """Run the projection; assert the read model holds exactly ``expected``, in any order."""
+        await self.run()
+        async with self._storage.transaction() as session:
+            found = await read_model.search(session, QueryOptions()).items()
+        missing = list(found)
+        for item in expected:
+            assert item in missing, f"{item!r} is not in the read model: {found!r}"
+            missing.remove(item)
+        assert not missing, f"the read model also holds {missing!r}"
+        return found
+
+
+async def _readable(storage: Storage, head: Any, count: int) -> None:
+    # On PostgreSQL an event becomes readable in the log once every older transaction has
+    # ended; on a busy server that can take a moment after the append committed.
+    deadline = time.monotonic() + _LOG_TIMEOUT
+    while True:
+        async with storage.transaction() as session:
+            readable = await session.count_after(head)
+        if readable >= count:
+            return
+        if time.monotonic() > deadline:
+            msg = f"{count} given events were not readable in the log after {_LOG_TIMEOUT} s"
+            raise AssertionError(msg)
+        await asyncio.sleep(0.01)
 
 
 def _diff(expected: Sequence[object], actual: Sequence[object]) -> str:
