@@ -16,7 +16,7 @@ NOT_AVAILABLE = "not available"
 
 @dataclass
 class Row:
-    """One line of the results table: eventfold and raw measuring the same work."""
+    """One line of the results table: eventfold, raw and eventsourcing measuring the same work."""
 
     workload: str
     backend: str
@@ -27,11 +27,15 @@ class Row:
     raw: float | None
     target: str = ""
     target_ratio: float | None = None
-    """The bound on eventfold/raw (a floor when higher is better, else a ceiling)."""
+    """The floor on eventfold's speed relative to raw (see :attr:`speed`)."""
     met: bool | None = None
     note: str = ""
     samples: dict[str, list[float]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    peer: float | None = None
+    """eventsourcing's figure for the same work, when it has one."""
+    peer_target: float | None = None
+    """The floor on eventfold's speed relative to eventsourcing."""
 
     @property
     def ratio(self) -> float | None:
@@ -40,18 +44,38 @@ class Row:
             return None
         return self.eventfold / self.raw
 
+    def _speed(self, other: float | None) -> float | None:
+        if not self.eventfold or not other:
+            return None
+        return self.eventfold / other if self.higher_is_better else other / self.eventfold
+
+    @property
+    def speed(self) -> float | None:
+        """How fast eventfold is relative to raw (>1: faster), whatever the unit."""
+        return self._speed(self.raw)
+
+    @property
+    def peer_speed(self) -> float | None:
+        """How fast eventfold is relative to eventsourcing (>1: faster)."""
+        return self._speed(self.peer)
+
     def judge(self) -> None:
-        """Set ``met`` from ``target_ratio`` when the row carries a ratio target."""
-        ratio = self.ratio
-        if self.target_ratio is None or ratio is None:
+        """Set ``met`` from the speed floors the row carries."""
+        checks = []
+        if self.target_ratio is not None and self.speed is not None:
+            checks.append(self.speed >= self.target_ratio)
+        if self.peer_target is not None and self.peer_speed is not None:
+            checks.append(self.peer_speed >= self.peer_target)
+        if not checks:
             return
-        ok = ratio >= self.target_ratio if self.higher_is_better else ratio <= self.target_ratio
-        self.met = ok if self.met is None else (self.met and ok)
+        self.met = all(checks) if self.met is None else (self.met and all(checks))
 
     def to_json(self) -> dict[str, Any]:
-        """The row as JSON-ready data, ratio included."""
+        """The row as JSON-ready data, ratios included."""
         data = asdict(self)
         data["ratio"] = self.ratio
+        data["speed_vs_raw"] = self.speed
+        data["speed_vs_eventsourcing"] = self.peer_speed
         return data
 
 
@@ -105,20 +129,24 @@ def _fmt(value: float | None) -> str:
     return f"{value:.3g}"
 
 
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
 def render_table(rows: list[Row]) -> str:
-    """The results as a markdown table."""
+    """The results as a markdown table; ``x raw`` and ``x es`` are eventfold's relative speed."""
     lines = [
-        "| workload | backend | metric | eventfold | raw | ef/raw | target | met |",
-        "| --- | --- | --- | ---: | ---: | ---: | --- | --- |",
+        "| workload | backend | metric | eventfold | raw | x raw | eventsourcing | x es "
+        "| target | met |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for row in rows:
-        ratio = row.ratio
         met = {True: "yes", False: "**no**", None: ""}[row.met]
         eventfold = NOT_AVAILABLE if row.note == NOT_AVAILABLE else _fmt(row.eventfold)
         lines.append(
             f"| {row.workload} | {row.backend} | {row.metric} ({row.unit}) | {eventfold} | "
-            f"{_fmt(row.raw)} | {'-' if ratio is None else f'{ratio:.2f}'} | {row.target} "
-            f"| {met} |"
+            f"{_fmt(row.raw)} | {_times(row.speed)} | {_fmt(row.peer)} | "
+            f"{_times(row.peer_speed)} | {row.target} | {met} |"
         )
     notes = [f"- {row.workload} / {row.backend}: {row.note}" for row in rows if row.note]
     if notes:

@@ -12,7 +12,16 @@ from typing import Any
 
 import asyncpg
 
-_LIBRARIES = ("eventfold", "pydantic", "pydantic-core", "sqlalchemy", "asyncpg", "aiosqlite")
+_LIBRARIES = (
+    "eventfold",
+    "eventsourcing",
+    "psycopg",
+    "pydantic",
+    "pydantic-core",
+    "sqlalchemy",
+    "asyncpg",
+    "aiosqlite",
+)
 _PG_SETTINGS = (
     "fsync",
     "synchronous_commit",

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from pydantic import TypeAdapter
 
 from eventfold import AggregateRoot, EventRegistry, event_type
+from eventfold.ports import OutboxMessage
 
 
 @event_type("AccountOpened")
@@ -76,3 +80,16 @@ ADAPTERS: dict[str, TypeAdapter[object]] = {
 def deposit(account_id: str, number: int) -> Deposited:
     """The ``number``-th deposit of an account."""
     return Deposited(account_id, 100 + number % 900, f"ref-{number:08d}")
+
+
+def relay_message(aggregate_id: str, n: int) -> OutboxMessage:
+    """An outbox row of aggregate ``aggregate_id`` with payload ``{"n": n}``, a day old."""
+    return OutboxMessage(
+        event_id=uuid.uuid4(),
+        type_name="ThingHappened",
+        schema_version=1,
+        aggregate_type="Thing",
+        aggregate_id=aggregate_id,
+        data=json.dumps({"n": n}),
+        occurred_at=datetime.now(UTC) - timedelta(days=1),
+    )

@@ -16,10 +16,10 @@ import uuid
 
 import asyncpg
 
+from benchmarks.model import relay_message
 from eventfold.adapters.postgres import create_postgres_outbox_store, create_postgres_storage
 from eventfold.adapters.rabbitmq import create_rabbitmq_broker
 from eventfold.application.messaging.outbox import OutboxRelay
-from eventfold.testing.contracts.outbox import relay_message
 
 DSN = os.environ.get("EVENTFOLD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 AMQP = os.environ.get("EVENTFOLD_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/")

@@ -1,9 +1,12 @@
 """2. One event per transaction onto one long stream; 3. ten events per transaction.
 
-Both sides check the expected version in the same transaction as the insert. eventfold:
-``async with storage.transaction() as session: await session.append(...)`` with events
-encoded by the ``EventRegistry``; raw: the same statements on the driver, events encoded
-with the same pydantic adapter.
+The aggregate path, with the aggregate held between commands. eventfold: the account
+records its deposits, then a unit of work ``add``s it and commits: one transaction with
+the events appended at the version the aggregate was stored at and one outbox row per
+event. eventsourcing: the account records its deposits, then ``app.save(account)``. raw:
+BEGIN; check the stream's version; INSERT the event rows; COMMIT - events encoded with
+the same pydantic adapter, no outbox row. All three check the expected version in the
+transaction that writes.
 """
 
 from __future__ import annotations
@@ -12,37 +15,73 @@ from typing import Any
 
 from benchmarks.backends import Backend
 from benchmarks.harness import Context, Row
-from benchmarks.model import deposit
+from benchmarks.model import Account, deposit
+from benchmarks.peer import Bank, EsAccount
 from benchmarks.workloads.common import (
     REGISTRY,
     Op,
-    ef_record,
     history,
     interleaved_pair,
     now,
     raw_row,
     row,
-    seed_eventfold,
     seed_raw,
+    targets,
 )
-from eventfold import StreamState
+from eventfold import DataSource, PersistenceModel
 
 STREAM = "account-long"
+SEED_BATCH = 1000
 
 
-async def _one_per_transaction(context: Context, backend: Backend) -> Row:
-    seeded = context.n(5000, 200)
-    count = context.n(1500, 100)
+def data_source(storage: Any) -> DataSource:
+    """The application's data source: accounts are event-sourced."""
+    model = PersistenceModel()
+    model.event_sourced(Account)
+    return DataSource("main", storage, model, REGISTRY)
+
+
+async def save(source: DataSource, account: Account) -> None:
+    """One command's unit of work: the held account's new events, committed."""
+    async with source.unit_of_work() as uow:
+        uow.event_sourced(Account).add(account)
+        await uow.commit()
+
+
+async def seeded_account(source: DataSource, account_id: str, count: int) -> Account:
+    """An account with ``count`` events, stored ``SEED_BATCH`` events per transaction."""
+    account = Account.open(account_id, "Ada")
+    for i in range(1, count):
+        account.deposit(100 + i % 900, f"ref-{i:08d}")
+        if i % SEED_BATCH == 0:
+            await save(source, account)
+    await save(source, account)
+    return account
+
+
+def seeded_peer(app: Bank, account_id: str, count: int) -> EsAccount:
+    """The same account in eventsourcing, saved ``SEED_BATCH`` events at a time."""
+    account = EsAccount(account_id, "Ada", "EUR")
+    for i in range(1, count):
+        account.deposit(100 + i % 900, f"ref-{i:08d}")
+        if i % SEED_BATCH == 0:
+            app.save(account)
+    app.save(account)
+    return account
+
+
+async def _appends(context: Context, backend: Backend, *, size: int) -> Row:
+    seeded = context.n(5000, 200) if size == 1 else 1
+    count = context.n(1500, 100) if size == 1 else context.n(300, 30)
 
     async def eventfold(storage: Any) -> Op:
-        await seed_eventfold(storage, [(STREAM, history(STREAM, seeded))])
-        version = seeded
+        source = data_source(storage)
+        account = await seeded_account(source, STREAM, seeded)
 
         async def op(i: int) -> None:
-            nonlocal version
-            record = ef_record(REGISTRY, deposit(STREAM, i), now())
-            async with storage.transaction() as session:
-                version = await session.append(STREAM, [record], expected_version=version)
+            for j in range(size):
+                account.deposit(100 + j, f"ref-{i:08d}-{j}")
+            await save(source, account)
 
         return op
 
@@ -52,72 +91,53 @@ async def _one_per_transaction(context: Context, backend: Backend) -> Row:
 
         async def op(i: int) -> None:
             nonlocal version
-            event = raw_row(STREAM, version + 1, deposit(STREAM, i), now())
-            version = await store.append(STREAM, [event], version)
-
-        return op
-
-    values = await interleaved_pair(context, backend, eventfold, raw, count)
-    on_postgres = backend.name == "postgres"
-    return row(
-        "2. append 1 event/tx, long stream",
-        backend,
-        f"{count} appends after {seeded}",
-        "appends/s",
-        values,
-        target="≥0.8x raw" if on_postgres else "",
-        target_ratio=0.8 if on_postgres else None,
-    )
-
-
-async def _ten_per_transaction(context: Context, backend: Backend) -> Row:
-    transactions = context.n(300, 30)
-    size = 10
-
-    def batch(i: int) -> list[object]:
-        return [deposit(STREAM, i * size + j) for j in range(size)]
-
-    async def eventfold(storage: Any) -> Op:
-        version: int | StreamState = StreamState.NO_STREAM
-
-        async def op(i: int) -> None:
-            nonlocal version
             at = now()
-            records = [ef_record(REGISTRY, event, at) for event in batch(i)]
-            async with storage.transaction() as session:
-                version = await session.append(STREAM, records, expected_version=version)
-
-        return op
-
-    async def raw(store: Any) -> Op:
-        version = 0
-
-        async def op(i: int) -> None:
-            nonlocal version
-            at = now()
-            events = [raw_row(STREAM, version + j + 1, e, at) for j, e in enumerate(batch(i))]
+            events = [
+                raw_row(STREAM, version + j + 1, deposit(STREAM, i * size + j), at)
+                for j in range(size)
+            ]
             version = await store.append(STREAM, events, version)
 
         return op
 
-    ef_values, raw_values = await interleaved_pair(
-        context, backend, eventfold, raw, transactions, block=10
+    async def peer(app: Bank) -> Op:
+        account = seeded_peer(app, STREAM, seeded)
+
+        async def op(i: int) -> None:
+            for j in range(size):
+                account.deposit(100 + j, f"ref-{i:08d}-{j}")
+            app.save(account)
+
+        return op
+
+    ef, raw_values, es = await interleaved_pair(
+        context, backend, eventfold, raw, count, es_setup=peer, block=50 if size == 1 else 10
     )
-    values = ([v * size for v in ef_values], [v * size for v in raw_values])
+    if size == 1:
+        return row(
+            "2. append 1 event/tx, long stream",
+            backend,
+            f"{count} appends after {seeded}",
+            "appends/s",
+            (ef, raw_values, es),
+            **targets(backend, raw_sqlite=None, raw_postgres=0.75, peer_sqlite=1.2),
+        )
+    values = ([v * size for v in ef], [v * size for v in raw_values], [v * size for v in es])
     return row(
         "3. append 10 events/tx",
         backend,
-        f"{transactions} transactions",
+        f"{count} transactions",
         "events/s",
         values,
+        **targets(backend, raw_sqlite=None, raw_postgres=None, peer_sqlite=1.2),
     )
 
 
 async def run_one(context: Context, backend: Backend) -> list[Row]:
     """Workload 2."""
-    return [await _one_per_transaction(context, backend)]
+    return [await _appends(context, backend, size=1)]
 
 
 async def run_ten(context: Context, backend: Backend) -> list[Row]:
     """Workload 3."""
-    return [await _ten_per_transaction(context, backend)]
+    return [await _appends(context, backend, size=10)]

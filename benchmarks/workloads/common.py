@@ -13,6 +13,7 @@ from sqlalchemy import Table
 from benchmarks.backends import Backend
 from benchmarks.harness import Context, Row, alternate, median
 from benchmarks.model import ADAPTERS, AccountOpened, deposit, make_registry
+from benchmarks.peer import Bank, eventsourcing_app
 from benchmarks.raw import DATA, TYPE_NAME, EventRow
 from eventfold import EventRegistry, StreamState
 from eventfold.ports.records import EventRecord
@@ -91,15 +92,20 @@ async def timed(body: Callable[[], Awaitable[Any]]) -> float:
     return time.perf_counter() - started
 
 
+Values = tuple[list[float], list[float], list[float]]
+"""Samples of eventfold, raw and eventsourcing (empty when it has no figure)."""
+
+
 async def throughput_pair(
     context: Context,
     backend: Backend,
     ef_trial: Callable[[Any], Awaitable[float]],
     raw_trial: Callable[[Any], Awaitable[float]],
+    es_trial: Callable[[Bank], Awaitable[float]] | None = None,
     *,
     user_tables: Sequence[Table] = (),
-) -> tuple[list[float], list[float]]:
-    """Run both trials ``repeat`` times, each on fresh tables."""
+) -> Values:
+    """Run the trials ``repeat`` times each, each on fresh tables, in turns."""
 
     async def eventfold() -> float:
         async with backend.eventfold(user_tables) as storage:
@@ -109,7 +115,17 @@ async def throughput_pair(
         async with backend.raw() as store:
             return await raw_trial(store)
 
-    return await alternate(eventfold, raw, context.repeat)
+    es_values: list[float] = []
+
+    async def raw_then_peer() -> float:
+        value = await raw()
+        if es_trial is not None:
+            async with eventsourcing_app(backend) as app:
+                es_values.append(await es_trial(app))
+        return value
+
+    ef_values, raw_values = await alternate(eventfold, raw_then_peer, context.repeat)
+    return ef_values, raw_values, es_values
 
 
 Op = Callable[[int], Awaitable[None]]
@@ -123,22 +139,31 @@ async def interleaved_pair(
     raw_setup: Callable[[Any], Awaitable[Op]],
     count: int,
     *,
+    es_setup: Callable[[Bank], Awaitable[Op]] | None = None,
     block: int = 50,
-) -> tuple[list[float], list[float]]:
-    """Operations per second of both sides, run in alternating blocks on fresh tables.
+) -> Values:
+    """Operations per second of every side, run in alternating blocks on fresh tables.
 
-    Both stores are open at once and take turns every ``block`` operations, so a burst of
-    load from elsewhere on the machine (or a checkpoint of the server) lands on both.
+    All stores are open at once and take turns every ``block`` operations, so a burst of
+    load from elsewhere on the machine (or a checkpoint of the server) lands on all.
     """
     ef_values: list[float] = []
     raw_values: list[float] = []
+    es_values: list[float] = []
     for rep in range(context.repeat):
-        async with backend.eventfold() as storage, backend.raw() as store:
+        async with (
+            backend.eventfold() as storage,
+            backend.raw() as store,
+            eventsourcing_app(backend) as app,
+        ):
             ops = {"ef": await ef_setup(storage), "raw": await raw_setup(store)}
-            spent = {"ef": 0.0, "raw": 0.0}
+            if es_setup is not None:
+                ops["es"] = await es_setup(app)
+            spent = dict.fromkeys(ops, 0.0)
+            sides = list(ops)
             for number, start in enumerate(range(0, count, block)):
-                order = ("ef", "raw") if (number + rep) % 2 == 0 else ("raw", "ef")
-                for side in order:
+                shift = (number + rep) % len(sides)
+                for side in sides[shift:] + sides[:shift]:
                     op = ops[side]
                     started = time.perf_counter()
                     for index in range(start, min(count, start + block)):
@@ -146,7 +171,9 @@ async def interleaved_pair(
                     spent[side] += time.perf_counter() - started
             ef_values.append(count / spent["ef"])
             raw_values.append(count / spent["raw"])
-    return ef_values, raw_values
+            if "es" in spent:
+                es_values.append(count / spent["es"])
+    return ef_values, raw_values, es_values
 
 
 def row(
@@ -154,15 +181,16 @@ def row(
     backend: Backend,
     metric: str,
     unit: str,
-    values: tuple[list[float], list[float]],
+    values: Values,
     *,
     higher_is_better: bool = True,
     target: str = "",
     target_ratio: float | None = None,
+    peer_target: float | None = None,
     note: str = "",
 ) -> Row:
-    """A table row from both sides' samples (medians)."""
-    ef_values, raw_values = values
+    """A table row from every side's samples (medians)."""
+    ef_values, raw_values, es_values = values
     return Row(
         workload=workload,
         backend=backend.name,
@@ -171,8 +199,33 @@ def row(
         higher_is_better=higher_is_better,
         eventfold=median(ef_values),
         raw=median(raw_values),
+        peer=median(es_values),
         target=target,
         target_ratio=target_ratio,
+        peer_target=peer_target,
         note=note,
-        samples={"eventfold": ef_values, "raw": raw_values},
+        samples={"eventfold": ef_values, "raw": raw_values, "eventsourcing": es_values},
     )
+
+
+def targets(
+    backend: Backend,
+    *,
+    raw_sqlite: float | None,
+    raw_postgres: float | None,
+    peer_sqlite: float | None,
+) -> dict[str, Any]:
+    """The row's floors on this backend, and their text: vs raw, vs eventsourcing."""
+    on_postgres = backend.name == "postgres"
+    target_ratio = raw_postgres if on_postgres else raw_sqlite
+    peer_target = PEER_POSTGRES if on_postgres else peer_sqlite
+    words = []
+    if target_ratio is not None:
+        words.append(f"≥{target_ratio:g}x raw")
+    if peer_target is not None:
+        words.append(f"≥{peer_target:g}x es")
+    return {"target": ", ".join(words), "target_ratio": target_ratio, "peer_target": peer_target}
+
+
+PEER_POSTGRES = 1.5
+"""On PostgreSQL eventfold stays at least this much faster than eventsourcing everywhere."""

@@ -27,11 +27,11 @@ import aio_pika
 
 from benchmarks.backends import Backend
 from benchmarks.harness import NOT_AVAILABLE, Context, Row, alternate, median
+from benchmarks.model import relay_message
 from eventfold.adapters.rabbitmq import create_rabbitmq_broker
 from eventfold.application.messaging.outbox import OutboxRelay
 from eventfold.ports import BrokerMessage
 from eventfold.ports.records import OutboxMessage
-from eventfold.testing.contracts.outbox import relay_message
 
 TITLE = "9. outbox relay → RabbitMQ with confirms"
 AMQP = os.environ.get("EVENTFOLD_BENCH_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/")

@@ -59,6 +59,11 @@ class JsonCodec:
         except PydanticValidationError as exc:
             raise _decode_error(self.name, version, exc) from exc
 
+    @property
+    def validate_json(self) -> Callable[[str | bytes], Any]:
+        """pydantic's ``validate_json`` of the class (raises pydantic's own error)."""
+        return self._adapter.validate_json
+
     def decode_python(self, data: Any, *, version: int = 1) -> Any:
         """The object plain JSON data describes (after upcasting)."""
         try:
@@ -82,6 +87,9 @@ class EventRegistry:
         self._codecs: dict[str, JsonCodec] = {}
         self._versions: dict[str, int] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        # type name -> (current schema version, pydantic's validate_json): decoding a
+        # current payload is one dict lookup and one call, the hot path of every load.
+        self._current: dict[str, tuple[int, Callable[[str | bytes], Any]]] = {}
         for cls in events:
             self.register(cls)
 
@@ -101,8 +109,10 @@ class EventRegistry:
             raise ConfigurationError(msg)
         self._by_name[type_name] = cls
         self._names[cls] = type_name
-        self._codecs[type_name] = JsonCodec(cls, type_name)
+        codec = JsonCodec(cls, type_name)
+        self._codecs[type_name] = codec
         self._versions[type_name] = event_version(cls)
+        self._current[type_name] = (event_version(cls), codec.validate_json)
         return cls
 
     def register_upcaster(self, type_name: str, from_version: int, upcaster: Upcaster) -> None:
@@ -152,6 +162,15 @@ class EventRegistry:
 
     def decode(self, type_name: str, schema_version: int, data: str | bytes) -> object:
         """The event a stored payload describes, upcast to the current schema version."""
+        current = self._current.get(type_name)
+        if current is not None and current[0] == schema_version:
+            try:
+                return current[1](data)
+            except PydanticValidationError as exc:
+                raise _decode_error(type_name, schema_version, exc) from exc
+        return self._decode_older(type_name, schema_version, data)
+
+    def _decode_older(self, type_name: str, schema_version: int, data: str | bytes) -> object:
         codec = self._codecs.get(type_name)
         if codec is None:
             raise UnknownEventTypeError(type_name)
