@@ -5,7 +5,8 @@
 longer ago than that.
 Every command takes ``--database-url`` (``EVENTFOLD_DATABASE_URL``); ``run`` also takes
 ``--broker-url`` (``EVENTFOLD_BROKER_URL``): ``amqp://...``, ``nats://...``,
-``redis://...`` or ``memory``.
+or ``redis://...``. ``run`` logs (logger ``eventfold.outbox``) a start-up line, the
+rows relayed every ``--report-every`` seconds, and a stop line.
 """
 
 from __future__ import annotations
@@ -15,29 +16,35 @@ import json
 import logging
 import re
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from eventfold.adapters.memory import MemoryStorage, create_memory_broker
-from eventfold.adapters.memory.outbox import create_memory_outbox_store
-from eventfold.adapters.postgres import PostgresStorage
-from eventfold.adapters.postgres.outbox import create_postgres_outbox_store
-from eventfold.adapters.sqlite import SqliteStorage
-from eventfold.adapters.sqlite.outbox import create_sqlite_outbox_store
 from eventfold.adapters.url import SUPPORTED_URLS, storage_from_url
 from eventfold.application.messaging.outbox import OutboxRelay, RetryPolicy
+from eventfold.cli._common import fail
+from eventfold.cli._common import run as _run
 from eventfold.errors import ConfigurationError, EventfoldError
 from eventfold.ports import MessageBroker, OutboxEntry, OutboxRelayStore, Storage
 
-__all__ = ["app", "broker_from_url", "parse_duration", "relay_store_for", "serve_relay"]
+__all__ = [
+    "app",
+    "broker_from_url",
+    "parse_duration",
+    "relay_store_for",
+    "report_relay",
+    "serve_relay",
+]
 
 T = TypeVar("T")
 BROKER_URLS = "amqp://user:pass@host:5672/, nats://host:4222, redis://host:6379/0 or memory"
+_log = logging.getLogger("eventfold.outbox")
 
 app = typer.Typer(help="The outbox relay and its dead letters.", no_args_is_help=True)
 out = Console()
@@ -54,12 +61,25 @@ BrokerUrl = Annotated[
 
 def relay_store_for(storage: Storage) -> OutboxRelayStore:
     """The relay store of one of eventfold's storages."""
-    if isinstance(storage, PostgresStorage):
-        return create_postgres_outbox_store(storage)
-    if isinstance(storage, SqliteStorage):
-        return create_sqlite_outbox_store(storage)
+    # Each backend is imported here, not at the top: its driver is an optional extra.
+    from eventfold.adapters.memory import MemoryStorage, create_memory_outbox_store  # noqa: PLC0415
+
     if isinstance(storage, MemoryStorage):
         return create_memory_outbox_store(storage)
+    backend = type(storage).__module__
+    if backend.startswith("eventfold.adapters.postgres"):
+        from eventfold.adapters.postgres import (  # noqa: PLC0415
+            PostgresStorage,
+            create_postgres_outbox_store,
+        )
+
+        if isinstance(storage, PostgresStorage):
+            return create_postgres_outbox_store(storage)
+    if backend.startswith("eventfold.adapters.sqlite"):
+        from eventfold.adapters.sqlite import SqliteStorage, create_sqlite_outbox_store  # noqa: PLC0415
+
+        if isinstance(storage, SqliteStorage):
+            return create_sqlite_outbox_store(storage)
     msg = f"no outbox relay store for {type(storage).__qualname__}"
     raise ConfigurationError(msg)
 
@@ -80,6 +100,8 @@ def broker_from_url(url: str, *, name: str = "eventfold") -> MessageBroker:
 
         return create_redis_streams_broker(url, prefix=name)
     if scheme == "memory":
+        from eventfold.adapters.memory import create_memory_broker  # noqa: PLC0415
+
         return create_memory_broker()
     msg = f"unsupported broker URL scheme {scheme!r}: use {BROKER_URLS}"
     raise ConfigurationError(msg)
@@ -112,15 +134,6 @@ async def serve_relay(relay: OutboxRelay) -> None:
         runner.result()
 
 
-def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run ``work``; an eventfold error becomes one red line and exit code 1."""
-    try:
-        return asyncio.run(work())
-    except EventfoldError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-
-
 async def _with_store(database_url: str, work: Callable[[OutboxRelayStore], Awaitable[T]]) -> T:
     storage = storage_from_url(database_url)
     try:
@@ -138,11 +151,22 @@ def run(
     batch_size: Annotated[int, typer.Option(min=1)] = 500,
     poll_interval: Annotated[float, typer.Option(min=0.01)] = 0.5,
     max_attempts: Annotated[int, typer.Option(min=1)] = 10,
+    report_every: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between two log lines counting rows relayed.")
+    ] = 60.0,
     drain: Annotated[
         bool, typer.Option("--drain", help="Relay the rows due now, then exit.")
     ] = False,
 ) -> None:
     """Relay outbox rows until SIGTERM or SIGINT; with --drain, until none is due."""
+    if broker_url.split(":", 1)[0].lower() == "memory":
+        # Rows relayed into a broker that lives in this process would be marked published
+        # and lost with it: refuse rather than lose them.
+        raise fail(
+            "the memory broker lives in this process only: relayed rows would be marked "
+            f"published and lost when it exits; use {BROKER_URLS.removesuffix(' or memory')}",
+            code=2,
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     async def work() -> None:
@@ -155,19 +179,66 @@ def run(
             poll_interval=poll_interval,
             retry=RetryPolicy(max_attempts=max_attempts),
         )
+        started = time.monotonic()
+        _log.info(
+            "outbox relay started: rows of %s to %s (%s), batches of %d, polling every %ss%s",
+            storage.name,
+            _without_password(broker_url),
+            name,
+            batch_size,
+            poll_interval,
+            ", until none is due" if drain else "",
+        )
+        reporter = asyncio.create_task(report_relay(relay, report_every))
+        published = 0
         try:
             if drain:
-                published = 0
                 while batch := await relay.relay_once():
                     published += batch
                 out.print(f"published {published} row(s)")
             else:
                 await serve_relay(relay)
         finally:
+            reporter.cancel()
+            await asyncio.gather(reporter, return_exceptions=True)
             await broker.close()
             await storage.close()
+            _log.info(
+                "outbox relay stopped: %d row(s) relayed in %.1fs",
+                relay.published_total,
+                time.monotonic() - started,
+            )
 
     _run(work)
+
+
+async def report_relay(relay: OutboxRelay, every: float) -> None:
+    """Log the rows relayed since the last report, the backlog and the dead letters."""
+    last = 0
+    while True:
+        await asyncio.sleep(every)
+        try:
+            metrics = await relay.metrics()
+        except EventfoldError as exc:  # the database is down: the relay waits it out too
+            _log.warning("outbox relay: no count, the database does not answer: %s", exc)
+            continue
+        _log.info(
+            "outbox relay: %d row(s) relayed in the last %ss (%d in all); backlog %d, "
+            "dead letters %d",
+            metrics.published_total - last,
+            every,
+            metrics.published_total,
+            metrics.backlog,
+            metrics.dead_letters,
+        )
+        last = metrics.published_total
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
 @app.command("status")

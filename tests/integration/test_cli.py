@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import sqlite3
 import sys
 from collections.abc import Iterator
+from contextlib import closing
+from importlib import metadata
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 from examples.shop.demo import run_demo
 from rich.console import Console
+from sqlalchemy import text
 from typer.testing import CliRunner
 
+from eventfold.adapters.url import storage_from_url
 from eventfold.cli import app
 from tests.conftest import POSTGRES_DSN, require_service, unique_name
 from tests.examples.conftest import drop_postgres_schema
@@ -159,3 +166,199 @@ def test_a_missing_sqlite_file_is_not_created_by_a_read(tmp_path: Path) -> None:
     assert code == 1
     assert "no database file" in output
     assert not (tmp_path / "absent.db").exists()
+
+
+# -- the root command ------------------------------------------------------------------------
+
+
+def test_version_prints_the_installed_version() -> None:
+    code, output = invoke("--version")
+    assert code == 0
+    assert output.strip() == f"eventfold {metadata.version('eventfold')}"
+
+
+def test_shell_completion_can_be_shown() -> None:
+    assert "--show-completion" in invoke("--help")[1]
+
+
+# -- listings as JSON ------------------------------------------------------------------------
+
+
+def test_streams_list_json_is_an_array_of_streams(shop_url: str) -> None:
+    code, output = invoke("streams", "list", "--database-url", shop_url, "--json")
+    assert code == 0
+    rows = {row["stream_id"]: row for row in json.loads(output)}
+    assert rows["Order-o-1001"]["version"] == 5
+
+
+def test_projections_status_json_has_the_checkpoint_and_lag(shop_url: str) -> None:
+    code, output = invoke("projections", "status", "--database-url", shop_url, "--json")
+    assert code == 0
+    assert json.loads(output) == [
+        {"name": "order-summaries", "position": 11, "events_behind": 0, "seconds_behind": 0.0}
+    ]
+
+
+def test_streams_show_json_has_each_event_with_its_payload(shop_url: str) -> None:
+    code, output = invoke("streams", "show", "Order-o-1001", "--database-url", shop_url, "--json")
+    assert code == 0
+    events = json.loads(output)
+    assert [e["version"] for e in events] == [1, 2, 3, 4, 5]
+    assert events[-1]["type"] == "shop.OrderCancelled"
+
+
+# -- db sql and db check ---------------------------------------------------------------------
+
+
+def test_db_sql_prints_the_ddl_of_every_table_in_the_schema_asked_for() -> None:
+    code, output = invoke("db", "sql", "--dialect", "postgresql", "--schema", "app")
+    assert code == 0
+    assert "CREATE SCHEMA IF NOT EXISTS app;" in output
+    for table in ("events", "outbox", "inbox", "checkpoints", "snapshots", "documents"):
+        assert f"CREATE TABLE IF NOT EXISTS app.eventfold_{table} (" in output
+
+
+def test_db_sql_for_sqlite_creates_a_database_db_check_finds_complete(tmp_path: Path) -> None:
+    code, ddl = invoke("db", "sql", "--dialect", "sqlite")
+    assert code == 0
+    with closing(sqlite3.connect(tmp_path / "ddl.db")) as connection:
+        connection.executescript(ddl)
+    code, output = invoke("db", "check", "--database-url", f"sqlite:///{tmp_path / 'ddl.db'}")
+    assert code == 0, output
+    assert "has every table, column and index" in output
+
+
+def test_db_check_names_a_missing_table_and_an_extra_column(database_url: str) -> None:
+    assert invoke("db", "init", "--database-url", database_url)[0] == 0
+    execute(
+        database_url, "DROP TABLE eventfold_snapshots", "ALTER TABLE eventfold_inbox ADD note TEXT"
+    )
+    code, output = invoke("db", "check", "--database-url", database_url, "--json")
+    assert code == 1
+    assert json.loads(output) == [
+        {"table": "eventfold_inbox", "kind": "extra column", "name": "note"},
+        {"table": "eventfold_snapshots", "kind": "missing table", "name": "eventfold_snapshots"},
+    ]
+
+
+# -- projections reset, retry, skip ----------------------------------------------------------
+
+
+def checkpoint(url: str) -> int:
+    rows = json.loads(invoke("projections", "status", "--database-url", url, "--json")[1])
+    return int(rows[0]["position"])
+
+
+def test_projections_reset_empties_the_read_model_and_moves_the_checkpoint_to_the_start(
+    shop_url: str,
+) -> None:
+    code, output = invoke(
+        "projections", "reset", "order-summaries", "--database-url", shop_url, "--app", SHOP
+    )
+    assert code == 0, output
+    assert checkpoint(shop_url) == 0
+    assert execute(shop_url, "SELECT count(*) AS n FROM shop_order_summaries") == [{"n": 0}]
+
+
+def test_projections_retry_applies_the_events_after_the_checkpoint(shop_url: str) -> None:
+    invoke("projections", "reset", "order-summaries", "--database-url", shop_url, "--app", SHOP)
+    code, output = invoke(
+        "projections", "retry", "order-summaries", "--database-url", shop_url, "--app", SHOP
+    )
+    assert code == 0, output
+    assert "11 events applied" in output
+    assert checkpoint(shop_url) == 11
+
+
+def test_projections_skip_moves_the_checkpoint_past_one_event_and_names_it(shop_url: str) -> None:
+    invoke("projections", "reset", "order-summaries", "--database-url", shop_url, "--app", SHOP)
+    code, output = invoke("projections", "skip", "order-summaries", "--database-url", shop_url)
+    assert code == 0, output
+    assert "skipped shop." in output
+    assert checkpoint(shop_url) == 1
+
+
+def test_projections_skip_at_the_head_of_the_log_is_one_line(shop_url: str) -> None:
+    code, output = invoke("projections", "skip", "order-summaries", "--database-url", shop_url)
+    assert code == 1
+    assert "no event to skip" in output
+
+
+# -- snapshots -------------------------------------------------------------------------------
+
+
+def test_snapshots_take_saves_the_streams_state_at_its_version(shop_url: str) -> None:
+    invoke("snapshots", "drop", "--all", "--database-url", shop_url)
+    code, output = invoke(
+        "snapshots", "take", "Order-o-1001", "--database-url", shop_url, "--app", SHOP
+    )
+    assert code == 0, output
+    rows = json.loads(invoke("snapshots", "list", "--database-url", shop_url, "--json")[1])
+    assert [(r["stream_id"], r["version"]) for r in rows] == [("Order-o-1001", 5)]
+
+
+def test_snapshots_drop_deletes_only_the_streams_named(shop_url: str) -> None:
+    invoke("snapshots", "drop", "--all", "--database-url", shop_url)
+    invoke("snapshots", "take", "Order-o-1001", "--database-url", shop_url, "--app", SHOP)
+    invoke("snapshots", "take", "Order-o-1002", "--database-url", shop_url, "--app", SHOP)
+    code, output = invoke("snapshots", "drop", "Order-o-1001", "--database-url", shop_url)
+    assert code == 0, output
+    rows = json.loads(invoke("snapshots", "list", "--database-url", shop_url, "--json")[1])
+    assert [r["stream_id"] for r in rows] == ["Order-o-1002"]
+
+
+def test_snapshots_take_of_a_stream_no_type_keeps_is_one_line(shop_url: str) -> None:
+    code, output = invoke("snapshots", "take", "Nope-1", "--database-url", shop_url, "--app", SHOP)
+    assert code == 1
+    assert "no event-sourced type" in output
+
+
+# -- inbox -----------------------------------------------------------------------------------
+
+
+def test_inbox_purge_forgets_entries_older_than_the_duration_only(database_url: str) -> None:
+    assert invoke("db", "init", "--database-url", database_url)[0] == 0
+    asyncio.run(mark_processed(database_url, "mailer", 2))
+    assert (
+        "purged 0 inbox entries"
+        in invoke("inbox", "purge", "--older-than", "1h", "--database-url", database_url)[1]
+    )
+    rows = json.loads(invoke("inbox", "status", "--database-url", database_url, "--json")[1])
+    assert [(r["handler_name"], r["processed"]) for r in rows] == [("mailer", 2)]
+    code, output = invoke("inbox", "purge", "--older-than", "0s", "--database-url", database_url)
+    assert code == 0, output
+    assert "purged 2 inbox entries" in output
+
+
+def test_inbox_purge_with_a_malformed_duration_is_one_line(database_url: str) -> None:
+    code, output = invoke("inbox", "purge", "--older-than", "soon", "--database-url", database_url)
+    assert code == 2
+    assert "not a duration" in output
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def execute(url: str, *statements: str) -> list[dict[str, object]]:
+    async def work() -> list[dict[str, object]]:
+        storage = storage_from_url(url)
+        try:
+            rows: list[dict[str, object]] = []
+            for statement in statements:
+                async with storage.transaction() as session:
+                    rows = await session.execute_sql(text(statement))  # type: ignore[attr-defined]
+            return rows
+        finally:
+            await storage.close()
+
+    return asyncio.run(work())
+
+
+async def mark_processed(url: str, handler: str, count: int) -> None:
+    storage = storage_from_url(url)
+    try:
+        async with storage.transaction() as session:
+            for _ in range(count):
+                await session.mark_processed(uuid4(), handler)
+    finally:
+        await storage.close()

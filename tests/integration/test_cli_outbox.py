@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -16,16 +17,17 @@ from typing import Any, TypeVar
 import pytest
 from typer.testing import CliRunner
 
+from eventfold.adapters.memory import create_memory_broker
 from eventfold.adapters.memory.outbox import create_memory_outbox_store
 from eventfold.adapters.rabbitmq import create_rabbitmq_broker
 from eventfold.adapters.url import storage_from_url
 from eventfold.application.messaging.outbox import OutboxRelay
 from eventfold.cli import app
-from eventfold.cli_outbox import parse_duration, relay_store_for, serve_relay
+from eventfold.cli_outbox import parse_duration, relay_store_for, report_relay, serve_relay
 from eventfold.ports import OutboxRelayStore
 from eventfold.testing.contracts.broker import Inbox
 from eventfold.testing.contracts.outbox import add_outbox_rows
-from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, require_service, unique_name
+from tests.conftest import POSTGRES_DSN, RABBITMQ_URL, REDIS_URL, require_service, unique_name
 from tests.examples.conftest import drop_postgres_schema
 from tests.support.network import closed_port
 
@@ -123,14 +125,41 @@ def test_status_counts_the_backlog_its_age_and_the_dead_rows(database_url: str) 
 # -- run -----------------------------------------------------------------------------------
 
 
+def drain(database_url: str) -> tuple[int, str]:
+    """``outbox run --drain`` to a Redis stream of this test's own."""
+    require_service("redis")
+    broker = ["--broker-url", REDIS_URL, "--name", unique_name("cli_relay")]
+    return invoke("outbox", "run", "--database-url", database_url, *broker, "--drain")
+
+
 def test_run_drain_publishes_every_due_row_and_exits(database_url: str) -> None:
     add_rows(database_url, "a-1", "a-1", "a-2")
-    code, output = invoke(
-        "outbox", "run", "--database-url", database_url, "--broker-url", "memory", "--drain"
-    )
+    code, output = drain(database_url)
     assert code == 0, output
     assert "published 3 row(s)" in output
     assert stats(database_url).backlog == 0
+
+
+def test_run_logs_what_it_relays_from_where_to_where_and_when_it_stops(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    add_rows(database_url, "a-1", "a-2")
+    with caplog.at_level(logging.INFO, logger="eventfold.outbox"):
+        assert drain(database_url)[0] == 0
+    started, *_, stopped = [r.getMessage() for r in caplog.records if r.name == "eventfold.outbox"]
+    assert started.startswith("outbox relay started: rows of ")
+    assert "to redis://" in started
+    assert stopped.startswith("outbox relay stopped: 2 row(s) relayed")
+
+
+def test_run_refuses_the_memory_broker_which_would_lose_the_rows(database_url: str) -> None:
+    add_rows(database_url, "a-1")
+    code, output = invoke(
+        "outbox", "run", "--database-url", database_url, "--broker-url", "memory", "--drain"
+    )
+    assert code == 2
+    assert "memory broker lives in this process only" in output
+    assert stats(database_url).backlog == 1
 
 
 def test_run_with_an_unknown_broker_scheme_is_one_line(database_url: str) -> None:
@@ -258,12 +287,7 @@ def test_requeue_without_ids_or_all_is_one_line_and_exit_two(database_url: str) 
 
 def test_purge_deletes_published_rows_older_than_the_duration_only(database_url: str) -> None:
     add_rows(database_url, "a-1", "a-2")
-    assert (
-        invoke(
-            "outbox", "run", "--database-url", database_url, "--broker-url", "memory", "--drain"
-        )[0]
-        == 0
-    )
+    assert drain(database_url)[0] == 0
     add_rows(database_url, "a-3")  # unpublished: never purged
     code, output = invoke("outbox", "purge", "--older-than", "1h", "--database-url", database_url)
     assert code == 0, output
@@ -342,3 +366,23 @@ async def test_serve_relay_returns_when_a_batch_outlasts_the_grace_period_after_
     os.kill(os.getpid(), signal.SIGTERM)
     await asyncio.wait_for(serving, 5)
     assert (await store.outbox_stats()).backlog == 1
+
+
+async def test_run_reports_the_rows_relayed_the_backlog_and_dead_letters_periodically(
+    memory_storage: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    await add_outbox_rows(memory_storage, "a-1", "a-2")
+    relay = OutboxRelay(create_memory_outbox_store(memory_storage), create_memory_broker())
+    await relay.relay_once()
+    await add_outbox_rows(memory_storage, "a-3")  # still due: the backlog
+    with caplog.at_level(logging.INFO, logger="eventfold.outbox"):
+        reporting = asyncio.create_task(report_relay(relay, 0.05))
+        try:
+            async with asyncio.timeout(10):  # waiting for the first report
+                while not caplog.records:  # noqa: ASYNC110 - log records signal nothing
+                    await asyncio.sleep(0.01)
+        finally:
+            reporting.cancel()
+    assert caplog.records[0].getMessage() == (
+        "outbox relay: 2 row(s) relayed in the last 0.05s (2 in all); backlog 1, dead letters 0"
+    )

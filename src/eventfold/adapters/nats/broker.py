@@ -48,7 +48,7 @@ from eventfold.ports.broker import (
 
 __all__ = ["NatsBroker", "NatsSubscription", "create_nats_broker"]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("eventfold.brokers")
 _NAME = "nats"
 _FETCH_WAIT = 5.0
 """Seconds one pull request waits for messages before it is renewed."""

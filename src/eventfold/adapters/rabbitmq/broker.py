@@ -55,7 +55,7 @@ from eventfold.ports.broker import (
 
 __all__ = ["RabbitMQBroker", "RabbitMQSubscription", "create_rabbitmq_broker"]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("eventfold.brokers")
 _NAME = "rabbitmq"
 # Errors that mean "the broker (or the way to it) is gone", as opposed to a refusal.
 # aio-pika raises a bare RuntimeError for a channel whose connection has closed.

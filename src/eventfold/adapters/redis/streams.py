@@ -48,7 +48,7 @@ from eventfold.ports.broker import (
 
 __all__ = ["RedisStreamsBroker", "RedisStreamsSubscription", "create_redis_streams_broker"]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("eventfold.brokers")
 _NAME = "redis"
 _BLOCK_MS = 2000
 """How long one XREADGROUP waits for new entries before the consumer looks around again."""

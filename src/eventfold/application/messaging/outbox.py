@@ -47,7 +47,7 @@ from eventfold.ports.records import OutboxEntry
 
 __all__ = ["OutboxMetrics", "OutboxRelay", "RetryPolicy"]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("eventfold.outbox")
 _OUTAGES = (BrokerUnavailableError, StoreUnavailableError)
 _ERROR_LENGTH = 2000
 _RATE_WINDOW = 10.0
@@ -288,6 +288,11 @@ class OutboxRelay:
                 await task
 
     # -- metrics and alerts ------------------------------------------------------------
+
+    @property
+    def published_total(self) -> int:
+        """Rows this relay has published since it was made."""
+        return self._rate.total
 
     async def metrics(self) -> OutboxMetrics:
         """Backlog, oldest unpublished age, dead letters and this relay's publish rate."""

@@ -63,7 +63,7 @@ __all__ = [
     "StepContext",
 ]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("eventfold.sagas")
 
 D = TypeVar("D")
 E = TypeVar("E")

@@ -196,6 +196,13 @@ class PersistenceModel:
             )
             raise ConfigurationError(msg) from None
 
+    def for_stream(self, stream_id: str) -> EventSourcedModel | None:
+        """The event-sourced type whose streams are named like ``stream_id``, if any."""
+        for model in self._models.values():
+            if isinstance(model, EventSourcedModel) and stream_id.startswith(f"{model.name}-"):
+                return model
+        return None
+
     def _add(self, cls: type, model: Model) -> None:
         if cls in self._models:
             msg = f"{cls.__qualname__} is already registered"
