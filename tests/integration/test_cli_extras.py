@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tomllib
 import venv
 from importlib import metadata
 from pathlib import Path
@@ -20,25 +21,34 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def eventfold_requires(extras: frozenset[str]) -> list[Requirement]:
+    """What this source tree's pyproject.toml says ``eventfold[extras]`` requires."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    texts = list(project["dependencies"])
+    for extra in extras:
+        texts += project["optional-dependencies"][extra]
+    return [Requirement(text) for text in texts]
+
+
 def requirements_closure(extras: set[str]) -> set[str]:
     """The distributions ``eventfold[extras]`` needs, as installed here."""
     seen: set[str] = set()
-    todo = [("eventfold", frozenset(extras))]
+    todo = list(eventfold_requires(frozenset(extras)))
     while todo:
-        name, wanted = todo.pop()
-        for text in metadata.requires(name) or []:
-            requirement = Requirement(text)
-            marker = requirement.marker
-            if marker is not None and not any(
-                marker.evaluate({"extra": extra}) for extra in (wanted or {""})
-            ):
-                continue
-            key = re.sub(r"[-_.]+", "-", requirement.name).lower()
-            if requirement.name == "eventfold":
-                todo.append(("eventfold", frozenset(requirement.extras)))
-            elif key not in seen:
-                seen.add(key)
-                todo.append((requirement.name, frozenset(requirement.extras)))
+        requirement = todo.pop()
+        if requirement.name == "eventfold":
+            todo += eventfold_requires(frozenset(requirement.extras))
+            continue
+        key = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        for text in metadata.requires(requirement.name) or []:
+            needed = Requirement(text)
+            marker = needed.marker
+            wanted = requirement.extras or {""}
+            if marker is None or any(marker.evaluate({"extra": e}) for e in wanted):
+                todo.append(needed)
     return seen
 
 
