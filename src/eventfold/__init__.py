@@ -71,6 +71,15 @@ from eventfold.application.persistence.unit_of_work import (
     create_tables,
 )
 from eventfold.application.readside.catch_up import CatchUpBehavior
+from eventfold.application.readside.health import (
+    ParkedFailure,
+    ProjectionHealth,
+    ProjectionParkedError,
+    SkippedEvent,
+    projection_health,
+    retry_projection,
+    skip_parked_event,
+)
 from eventfold.application.readside.projections import (
     Projection,
     ProjectionContext,
@@ -179,6 +188,7 @@ __all__ = [
     "OutboxMetrics",
     "OutboxRelay",
     "Page",
+    "ParkedFailure",
     "PersistenceCall",
     "PersistenceDispatcher",
     "PersistenceError",
@@ -191,7 +201,9 @@ __all__ = [
     "Projection",
     "ProjectionContext",
     "ProjectionFailedError",
+    "ProjectionHealth",
     "ProjectionLag",
+    "ProjectionParkedError",
     "ProjectionRunner",
     "ProjectionStatus",
     "PublishError",
@@ -217,6 +229,7 @@ __all__ = [
     "SearchResult",
     "SerializationError",
     "ShreddingStorage",
+    "SkippedEvent",
     "SnapshotPolicy",
     "Specification",
     "SpecificationBuilder",
@@ -243,9 +256,12 @@ __all__ = [
     "forget_subject",
     "non_event_sourced",
     "personal_data",
+    "projection_health",
     "purge_inbox",
     "query_in_memory",
     "register_aggregate",
     "register_read_model",
+    "retry_projection",
+    "skip_parked_event",
     "unit_of_work_factories",
 ]

@@ -132,6 +132,10 @@ class EventRegistry:
 
         return add
 
+    def type_names(self) -> dict[str, type]:
+        """Every registered type name and its class."""
+        return dict(self._by_name)
+
     def is_registered(self, cls: type) -> bool:
         """Whether ``cls`` has been registered."""
         return cls in self._names

@@ -19,8 +19,10 @@ from rich.console import Console
 from sqlalchemy import text
 from typer.testing import CliRunner
 
+from eventfold import EventRegistry, Projection, ProjectionFailedError, ProjectionRunner
 from eventfold.adapters.url import storage_from_url
 from eventfold.cli import app
+from eventfold.testing.contracts.projections import Deposited, _append
 from tests.conftest import POSTGRES_DSN, require_service, unique_name
 from tests.examples.conftest import drop_postgres_schema
 from tests.support.network import closed_port
@@ -195,7 +197,13 @@ def test_projections_status_json_has_the_checkpoint_and_lag(shop_url: str) -> No
     code, output = invoke("projections", "status", "--database-url", shop_url, "--json")
     assert code == 0
     assert json.loads(output) == [
-        {"name": "order-summaries", "position": 11, "events_behind": 0, "seconds_behind": 0.0}
+        {
+            "name": "order-summaries",
+            "position": 11,
+            "events_behind": 0,
+            "seconds_behind": 0.0,
+            "parked": None,
+        }
     ]
 
 
@@ -268,20 +276,6 @@ def test_projections_retry_applies_the_events_after_the_checkpoint(shop_url: str
     assert code == 0, output
     assert "11 events applied" in output
     assert checkpoint(shop_url) == 11
-
-
-def test_projections_skip_moves_the_checkpoint_past_one_event_and_names_it(shop_url: str) -> None:
-    invoke("projections", "reset", "order-summaries", "--database-url", shop_url, "--app", SHOP)
-    code, output = invoke("projections", "skip", "order-summaries", "--database-url", shop_url)
-    assert code == 0, output
-    assert "skipped shop." in output
-    assert checkpoint(shop_url) == 1
-
-
-def test_projections_skip_at_the_head_of_the_log_is_one_line(shop_url: str) -> None:
-    code, output = invoke("projections", "skip", "order-summaries", "--database-url", shop_url)
-    assert code == 1
-    assert "no event to skip" in output
 
 
 # -- snapshots -------------------------------------------------------------------------------
@@ -362,3 +356,74 @@ async def mark_processed(url: str, handler: str, count: int) -> None:
                 await session.mark_processed(uuid4(), handler)
     finally:
         await storage.close()
+
+
+# -- a parked projection ---------------------------------------------------------------------
+
+
+async def _park_a_projection(url: str) -> str:
+    """A projection named 'failing' parked on its first event; returns the event's id."""
+
+    class Failing(Projection):
+        name = "failing"
+
+        async def apply_Deposited(self, event: Deposited, context: object) -> None:
+            raise ValueError("cannot handle it")
+
+    storage = storage_from_url(url)
+    try:
+        await storage.create_schema()
+        registry = EventRegistry([Deposited])
+        await _append(storage, registry, Deposited("a", 5))
+        with pytest.raises(ProjectionFailedError) as failure:
+            await ProjectionRunner(storage, registry, [Failing()]).catch_up("failing")
+        return str(failure.value.event_id)
+    finally:
+        await storage.close()
+
+
+def test_projections_status_shows_a_parked_projection_with_its_event_and_error(
+    database_url: str,
+) -> None:
+    event_id = asyncio.run(_park_a_projection(database_url))
+    code, output = invoke("projections", "status", "--database-url", database_url)
+    assert code == 0
+    assert "parked" in output
+    assert f"failing: parked at position 1 on Deposited {event_id}" in output
+    assert "ValueError: cannot handle it" in output
+    code, output = invoke("projections", "status", "--database-url", database_url, "--json")
+    [row] = json.loads(output)
+    assert (row["parked"]["event_id"], row["parked"]["error"]) == (
+        event_id,
+        "ValueError: cannot handle it",
+    )
+
+
+def test_projections_skip_records_the_reason_and_unparks(database_url: str) -> None:
+    event_id = asyncio.run(_park_a_projection(database_url))
+    code, output = invoke(
+        "projections", "skip", "failing", "--reason", "bad import",
+        "--event-id", event_id, "--database-url", database_url,
+    )  # fmt: skip
+    assert code == 0, output
+    assert "bad import" in output
+    code, output = invoke("projections", "retry", "failing", "--database-url", database_url)
+    assert code == 1
+    assert "not parked" in output
+
+
+def test_projections_retry_unparks_a_parked_projection(database_url: str) -> None:
+    event_id = asyncio.run(_park_a_projection(database_url))
+    code, output = invoke("projections", "retry", "failing", "--database-url", database_url)
+    assert code == 0, output
+    assert event_id in output
+
+
+def test_projections_skip_refuses_an_event_id_that_is_not_a_uuid(database_url: str) -> None:
+    asyncio.run(_park_a_projection(database_url))
+    code, output = invoke(
+        "projections", "skip", "failing", "--reason", "x", "--event-id", "nope",
+        "--database-url", database_url,
+    )  # fmt: skip
+    assert code == 1
+    assert "not an event id" in output

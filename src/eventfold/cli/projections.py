@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID
 
 import typer
 
@@ -24,8 +26,9 @@ from eventfold.cli._common import (
 )
 
 if TYPE_CHECKING:
+    from eventfold.application.readside.health import ParkedFailure
     from eventfold.application.readside.projections import ProjectionRunner
-    from eventfold.ports import Storage, StoredEvent
+    from eventfold.ports import Storage
 
 __all__ = ["app"]
 
@@ -46,6 +49,7 @@ def projections_status(database_url: DatabaseUrl = None, as_json: JsonOption = F
         style = "green" if row["events_behind"] == 0 else "yellow"
         return [
             row["name"],
+            "[green]ok" if row["parked"] is None else "[red]parked",
             f"position {row['position']}",
             f"[{style}]{row['events_behind']}",
             f"{row['seconds_behind']:.1f}",
@@ -53,35 +57,67 @@ def projections_status(database_url: DatabaseUrl = None, as_json: JsonOption = F
 
     print_rows(
         rows,
-        ["projection", "checkpoint", "events behind", "seconds behind"],
+        ["projection", "state", "checkpoint", "events behind", "seconds behind"],
         as_json=as_json,
         title=storage.name,
         empty="no projection has saved a checkpoint yet",
         cells=cells,
+    )
+    if not as_json:
+        for row in rows:
+            if row["parked"] is not None:
+                out.print(f"{row['name']}: {_parked_detail(row['parked'])}", soft_wrap=True)
+
+
+def _parked_detail(parked: dict[str, Any]) -> str:
+    return (
+        f"[red]parked[/red] at position {parked['position']} on {parked['type_name']} "
+        f"{parked['event_id']} ({parked['stream_id']} v{parked['version']}): {parked['error']} "
+        "- fix the handler and `projections retry`, or `projections skip --reason`"
     )
 
 
 async def _lags(storage: Storage) -> list[dict[str, Any]]:
     from sqlalchemy import select
 
-    from eventfold.adapters.sql.schema import checkpoints
+    from eventfold.adapters.sql.schema import checkpoints, documents
+    from eventfold.application.readside.health import HEALTH_COLLECTION, projection_health
     from eventfold.application.readside.projections import projection_lag
 
+    # A projection that failed on its first event has saved no checkpoint, only its health.
     async with storage.transaction() as session:
-        names = await sql(session, select(checkpoints.c.name).order_by(checkpoints.c.name))
+        checkpointed = await sql(session, select(checkpoints.c.name))
+        with_health = await sql(
+            session, select(documents.c.key).where(documents.c.collection == HEALTH_COLLECTION)
+        )
+    names = sorted({row["name"] for row in checkpointed} | {row["key"] for row in with_health})
     now = datetime.now(UTC)
     rows = []
-    for row in names:
-        lag = await projection_lag(storage, row["name"], now)
+    for name in names:
+        lag = await projection_lag(storage, name, now)
+        parked = (await projection_health(storage, name)).parked
         rows.append(
             {
-                "name": lag.name,
+                "name": name,
                 "position": lag.checkpoint.position,
                 "events_behind": lag.events_behind,
                 "seconds_behind": lag.seconds_behind,
+                "parked": None if parked is None else _parked_row(parked),
             }
         )
     return rows
+
+
+def _parked_row(parked: ParkedFailure) -> dict[str, Any]:
+    return {
+        "event_id": str(parked.event_id),
+        "position": parked.position.position,
+        "type_name": parked.type_name,
+        "stream_id": parked.stream_id,
+        "version": parked.version,
+        "error": parked.error,
+        "failed_at": parked.failed_at.isoformat(),
+    }
 
 
 @app.command("rebuild")
@@ -146,14 +182,24 @@ async def _reset(application: Any, name: str) -> None:
 def projections_retry(
     name: str, database_url: DatabaseUrl = None, app_path: AppOption = None
 ) -> None:
-    """Apply the events after a projection's checkpoint now; a failure is told in one line.
+    """Unpark a projection so its runners apply the event it failed on again.
 
-    Use it after fixing the cause of a failure (a handler's bug, a missing table): the
-    projection goes on from the event it stopped at.
+    Use it after fixing the cause (a handler's bug, a missing table). With ``--app`` the
+    events after the checkpoint are also applied now, and a failure is told in one line.
     """
+    from eventfold.application.readside.health import projection_health, retry_projection
+
+    if app_path is None and os.environ.get("EVENTFOLD_APP") is None:
+        with reported():
+            storage = open_storage(database_url)
+        parked = run(lambda: using(storage, lambda s: retry_projection(s, name)))
+        out.print(f"[green]{name} will retry event {parked.event_id} ({parked.type_name})")
+        return
     application, runner = _application(app_path, database_url, name)
 
-    async def retry(_: Storage) -> int:
+    async def retry(storage: Storage) -> int:
+        if (await projection_health(storage, name)).parked is not None:
+            await retry_projection(storage, name)
         await _create_read_model(application, name)
         return await runner.catch_up(name)
 
@@ -162,36 +208,46 @@ def projections_retry(
 
 
 @app.command("skip")
-def projections_skip(name: str, database_url: DatabaseUrl = None) -> None:
-    """Move a projection's checkpoint past the next event, the one it fails on.
+def projections_skip(
+    name: str,
+    reason: Annotated[str, typer.Option(help="why the event is skipped; kept on record")],
+    event_id: Annotated[
+        str | None, typer.Option(help="the parked event's id, to skip only what you saw")
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Unpark a projection past the event it failed on, recording why.
 
-    The skipped event is never applied to this projection: use it for an event the
-    projection cannot handle and should not have seen.
+    The skipped event is never applied to this projection, rebuilds included; the skip
+    and its reason stay in the projection's health.
     """
+    from eventfold.application.readside.health import skip_parked_event
+
     with reported():
         storage = open_storage(database_url)
-    skipped = run(lambda: using(storage, lambda s: _skip(s, name)))
+        expected = None if event_id is None else _event_id(event_id)
+    skipped = run(
+        lambda: using(
+            storage,
+            lambda s: skip_parked_event(
+                s, name, reason=reason, now=datetime.now(UTC), event_id=expected
+            ),
+        )
+    )
     out.print(
-        f"[yellow]{name} skipped {skipped.type_name} (stream {skipped.stream_id} "
-        f"v{skipped.version}, position {skipped.position})",
+        f"[yellow]{name} skips {skipped.type_name} {skipped.event_id} "
+        f"(position {skipped.position.position}): {reason}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
-async def _skip(storage: Storage, name: str) -> StoredEvent:
-    from eventfold.ports import LOG_START
-
-    async with storage.transaction() as session:
-        loaded = await session.load_checkpoint(name)
-        if loaded is None:
-            msg = f"no projection {name!r} has saved a checkpoint in {storage.name}"
-            raise CommandError(msg)
-        after = await session.read_log(after=loaded or LOG_START, limit=1)
-        if not after:
-            msg = f"{name} is at the head of the log: there is no event to skip"
-            raise CommandError(msg)
-        await session.save_checkpoint(name, after[0].log_position, expected=loaded)
-    return after[0]
+def _event_id(text: str) -> UUID:
+    try:
+        return UUID(text)
+    except ValueError:
+        msg = f"--event-id {text!r} is not an event id (a UUID)"
+        raise CommandError(msg) from None
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
+from uuid import UUID
 
 from tenacity import (
     AsyncRetrying,
@@ -23,6 +24,14 @@ from tenacity import (
     wait_exponential,
 )
 
+from eventfold.application.readside.health import (
+    ParkedFailure,
+    ProjectionParkedError,
+    load_health,
+    park_projection,
+    projection_health,
+    save_health,
+)
 from eventfold.domain.dispatch import find_handler
 from eventfold.domain.errors import ConfigurationError, EventfoldError
 from eventfold.domain.events import EventMetadata
@@ -140,6 +149,7 @@ class ProjectionFailedError(EventfoldError):
             f"position {event.position}): {type(error).__name__}: {error}"
         )
         self.projection = projection
+        self.record = event
         self.event_id = event.event_id
         self.type_name = event.type_name
         self.stream_id = event.stream_id
@@ -155,6 +165,9 @@ class ProjectionStatus:
     name: str
     state: str
     failure: ProjectionFailedError | None = None
+    """The error this runner saw, when the failure happened here."""
+    parked: ParkedFailure | None = None
+    """The stored failure the projection is parked on (seen by every runner)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +213,7 @@ class ProjectionRunner:
         self._status = {name: ProjectionStatus(name, "idle") for name in names}
         self._stopping = asyncio.Event()
         self._notifier = storage if isinstance(storage, EventNotifier) else None
+        self._types: dict[str, frozenset[str]] = {}
 
     @property
     def projections(self) -> list[str]:
@@ -211,28 +225,52 @@ class ProjectionRunner:
         return self._status[self._projection(name).name]
 
     async def process_batch(self, name: str) -> int:
-        """Apply the next batch after the checkpoint in one transaction; return its size."""
+        """Apply the next batch after the checkpoint in one transaction; return its size.
+
+        A handler that raises parks the projection (:class:`ProjectionFailedError`); a
+        parked projection applies nothing until an operator retries or skips the event
+        (:class:`ProjectionParkedError`).
+        """
         projection = self._projection(name)
         while True:
             loaded: LogPosition | None = None
             try:
                 async with self._storage.transaction() as session:
+                    health, _ = await load_health(session, name)
+                    if health.parked is not None:
+                        raise ProjectionParkedError(name, health.parked)
                     loaded = await session.load_checkpoint(name)
-                    records = await session.read_log(
-                        after=loaded or LOG_START, limit=self._batch_size
+                    start = loaded or LOG_START
+                    # Read the head first: everything readable then is readable to the
+                    # filtered read below, so a short batch may move past the events
+                    # this projection does not handle, up to that head.
+                    head = await session.log_head()
+                    types = self._handled(projection)
+                    records = (
+                        await session.read_log(after=start, limit=self._batch_size, types=types)
+                        if types
+                        else []
                     )
-                    if not records:
+                    position = records[-1].log_position if records else start
+                    if len(records) < self._batch_size:
+                        position = max(position, head)
+                    if position == start:
                         return 0
                     # Claim the batch before applying it (compare-and-set): of two runners
                     # of one projection, the loser fails here or at commit, rolls back
                     # everything it wrote and reads again from the winner's checkpoint.
-                    position = records[-1].log_position
                     await session.save_checkpoint(name, position, expected=loaded)
-                    await self._apply_all(projection, records, ProjectionContext(session))
+                    await self._apply_all(
+                        projection, records, ProjectionContext(session), health.skipped_ids
+                    )
             except ConcurrencyError:
                 if await self._checkpoint(name) == loaded:
                     raise
                 continue
+            except ProjectionFailedError as failure:
+                parked = ParkedFailure.of(failure.record, failure.error, self._clock())
+                await park_projection(self._storage, name, parked)
+                raise
             return len(records)
 
     async def _checkpoint(self, name: str) -> LogPosition | None:
@@ -274,16 +312,20 @@ class ProjectionRunner:
             # rebuild (or fails at commit) and goes on from the position the rebuild saves.
             loaded = await session.load_checkpoint(name)
             await session.save_checkpoint(name, LOG_START, expected=loaded)
+            health, health_version = await load_health(session, name)
             context = ProjectionContext(session, rebuilding=True)
             await projection.reset(context)
             position, done = LOG_START, 0
             while records := await session.read_log(after=position, limit=self._batch_size):
-                await self._apply_all(projection, records, context)
+                await self._apply_all(projection, records, context, health.skipped_ids)
                 position = records[-1].log_position
                 done += len(records)
                 if on_progress is not None:
                     on_progress(done, max(total, done))
             await session.save_checkpoint(name, position, expected=LOG_START)
+            if health.parked is not None:
+                # The whole log was applied again without failing: the park is over.
+                await save_health(session, replace(health, parked=None), health_version)
         return done
 
     async def lag(self, name: str) -> ProjectionLag:
@@ -316,11 +358,31 @@ class ProjectionRunner:
         while not self._stopping.is_set():
             try:
                 await follow(self.process_batch, name)
-            except ProjectionFailedError as failure:
-                logger.error("%s", failure, extra={"projection": name})
-                self._status[name] = ProjectionStatus(name, "failed", failure)
-                return
+            except (ProjectionFailedError, ProjectionParkedError) as error:
+                failure = error if isinstance(error, ProjectionFailedError) else None
+                if failure is not None:
+                    logger.error("%s", failure, extra={"projection": name})
+                if not await self._wait_while_parked(name, failure):
+                    return  # stopped while parked: the status stays "failed"
         self._status[name] = ProjectionStatus(name, "stopped")
+
+    async def _wait_while_parked(self, name: str, failure: ProjectionFailedError | None) -> bool:
+        """Wait until an operator lifts the park (True) or the runner stops (False)."""
+        # An operator's retry or skip, from any process, lifts the park: this runner
+        # then goes on by itself.
+        while not self._stopping.is_set():
+            try:
+                health = await projection_health(self._storage, name)
+            except StoreUnavailableError:
+                health = None
+            if health is not None and health.parked is None:
+                logger.info("projection %s resumes", name)
+                self._status[name] = ProjectionStatus(name, "running")
+                return True
+            parked = None if health is None else health.parked
+            self._status[name] = ProjectionStatus(name, "failed", failure, parked)
+            await self._idle(self._max_idle_wait)
+        return False
 
     async def _idle(self, seconds: float) -> None:
         # Wake on NOTIFY where the storage offers it, on stop, or when the backoff ends.
@@ -335,12 +397,16 @@ class ProjectionRunner:
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def _apply_all(
-        self, projection: Projection, records: list[StoredEvent], context: ProjectionContext
+        self,
+        projection: Projection,
+        records: list[StoredEvent],
+        context: ProjectionContext,
+        skipped: frozenset[UUID] = frozenset(),
     ) -> None:
         projection_type = type(projection)
         for record in records:
             handler = self._handler(projection_type, record.type_name)
-            if handler is None:
+            if handler is None or (skipped and record.event_id in skipped):
                 continue
             try:
                 event = self._events.decode(record.type_name, record.schema_version, record.data)
@@ -349,6 +415,15 @@ class ProjectionRunner:
             except Exception as exc:
                 raise ProjectionFailedError(projection.name, record, exc) from exc
         await context.flush()
+
+    def _handled(self, projection: Projection) -> frozenset[str]:
+        """The type names ``projection`` has handlers for: the log is filtered by them."""
+        types = self._types.get(projection.name)
+        if types is None:
+            handled = self._events.type_names().items()
+            types = frozenset(n for n, cls in handled if find_handler(type(projection), cls))
+            self._types[projection.name] = types
+        return types
 
     def _handler(self, projection_type: type, type_name: str) -> Any:
         try:

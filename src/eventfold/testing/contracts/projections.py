@@ -19,6 +19,12 @@ from eventfold.application.persistence.dispatcher import PersistenceDispatcher, 
 from eventfold.application.persistence.model import PersistenceModel
 from eventfold.application.persistence.read_model_queries import register_read_model
 from eventfold.application.persistence.unit_of_work import DataSource, UnitOfWork
+from eventfold.application.readside.health import (
+    ProjectionParkedError,
+    projection_health,
+    retry_projection,
+    skip_parked_event,
+)
 from eventfold.application.readside.projections import (
     Projection,
     ProjectionContext,
@@ -28,7 +34,7 @@ from eventfold.application.readside.projections import (
 from eventfold.application.readside.queries import QueryOptions
 from eventfold.application.readside.read_models import DocumentReadModel
 from eventfold.domain.aggregate import AggregateRoot
-from eventfold.domain.errors import UnknownFieldError
+from eventfold.domain.errors import InvalidStateError, UnknownFieldError
 from eventfold.domain.specification import SpecificationBuilder
 from eventfold.errors import ConcurrencyError
 from eventfold.ports.records import LOG_START, EventRecord, StreamState
@@ -86,6 +92,15 @@ class Balances(Projection):
                 await context.session.delete_document(
                     self.collection, key, expected_version=record.version
                 )
+
+
+class WithdrawalTotal(Projection):
+    """Withdrawals per account: handles one event type of two."""
+
+    name: ClassVar[str] = "withdrawals"
+
+    async def apply_Withdrawn(self, event: Withdrawn, context: ProjectionContext) -> None:  # noqa: N802
+        await _add(context, "withdrawals", event.account, event.amount)
 
 
 class DepositCount(Balances):
@@ -217,6 +232,133 @@ class ProjectionContract:
         assert failure is not None
         assert failure.type_name == "Deposited"
         assert runner.status("deposit-count").state == "stopped"
+
+    async def test_a_failed_event_parks_the_projection_for_every_runner_with_its_report(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        await _append(storage, registry, Deposited("a", 10), Deposited("a", 666))
+        poisoned = Balances()
+        poisoned.fail_on_amount = 666
+        with pytest.raises(ProjectionFailedError):
+            await ProjectionRunner(storage, registry, [poisoned], batch_size=1).catch_up("balances")
+
+        # Another process, running code that would not fail, still stops at the park.
+        with pytest.raises(ProjectionParkedError) as parked:
+            await ProjectionRunner(storage, registry, [Balances()]).catch_up("balances")
+        health = await projection_health(storage, "balances")
+        assert health.parked == parked.value.failure
+        assert (health.parked.type_name, health.parked.stream_id) == ("Deposited", "account-a")
+        assert health.parked.version == 2
+        assert health.parked.error == "ValueError: cannot handle amount 666"
+        assert await _balance(storage, "a") == 10
+
+    async def test_a_retried_projection_applies_the_parked_event_again(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        await _append(storage, registry, Deposited("a", 10), Deposited("a", 666))
+        poisoned = Balances()
+        poisoned.fail_on_amount = 666
+        with pytest.raises(ProjectionFailedError):
+            await ProjectionRunner(storage, registry, [poisoned]).catch_up("balances")
+
+        retried = await retry_projection(storage, "balances")
+        await ProjectionRunner(storage, registry, [Balances()]).catch_up("balances")
+
+        assert retried.type_name == "Deposited"
+        assert await _balance(storage, "a") == 676
+        assert (await projection_health(storage, "balances")).parked is None
+
+    async def test_a_skipped_event_is_passed_over_with_its_reason_on_record(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        await _append(storage, registry, Deposited("a", 10), Deposited("a", 666), Deposited("a", 1))
+        poisoned = Balances()
+        poisoned.fail_on_amount = 666
+        runner = ProjectionRunner(storage, registry, [poisoned])
+        with pytest.raises(ProjectionFailedError) as failure:
+            await runner.catch_up("balances")
+
+        skip = await skip_parked_event(
+            storage, "balances", reason="test data", now=T0, event_id=failure.value.event_id
+        )
+        await runner.catch_up("balances")
+
+        assert await _balance(storage, "a") == 11
+        health = await projection_health(storage, "balances")
+        assert health.parked is None
+        assert health.skipped == (skip,)
+        assert (skip.event_id, skip.reason) == (failure.value.event_id, "test data")
+        # A rebuild passes over it too, instead of failing on it again.
+        assert await runner.rebuild("balances") == 3
+        assert await _balance(storage, "a") == 11
+
+    async def test_an_operator_cannot_retry_or_skip_a_projection_that_is_not_parked(
+        self, storage: Storage
+    ) -> None:
+        with pytest.raises(InvalidStateError, match="not parked"):
+            await retry_projection(storage, "balances")
+        with pytest.raises(InvalidStateError, match="not parked"):
+            await skip_parked_event(storage, "balances", reason="why not", now=T0)
+
+    async def test_a_skip_needs_a_reason_and_the_parked_event(self, storage: Storage) -> None:
+        registry = _registry()
+        await _append(storage, registry, Deposited("a", 666))
+        poisoned = Balances()
+        poisoned.fail_on_amount = 666
+        with pytest.raises(ProjectionFailedError):
+            await ProjectionRunner(storage, registry, [poisoned]).catch_up("balances")
+
+        with pytest.raises(InvalidStateError, match="reason"):
+            await skip_parked_event(storage, "balances", reason=" ", now=T0)
+        with pytest.raises(InvalidStateError, match="parked on event"):
+            await skip_parked_event(
+                storage, "balances", reason="typo", now=T0, event_id=uuid.uuid4()
+            )
+        assert (await projection_health(storage, "balances")).parked is not None
+
+    async def test_a_live_runner_resumes_by_itself_once_an_operator_skips_the_event(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        await _append(storage, registry, Deposited("a", 666), Deposited("a", 2))
+        poisoned = Balances()
+        poisoned.fail_on_amount = 666
+        runner = ProjectionRunner(storage, registry, [poisoned], max_idle_wait=0.05)
+        task = asyncio.create_task(runner.run())
+        try:
+            await _wait_until(lambda: runner.status("balances").parked is not None)
+            assert runner.status("balances").state == "failed"
+            await skip_parked_event(storage, "balances", reason="refunded by hand", now=T0)
+            await _wait_for_balance(storage, "a", 2)
+            await _wait_until(lambda: runner.status("balances").state == "running")
+        finally:
+            runner.stop()
+            await asyncio.wait_for(task, 5)
+
+    async def test_a_projection_reads_only_the_event_types_it_handles(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        deposits = [Deposited("a", 1) for _ in range(5)]
+        await _append(storage, registry, *deposits, Withdrawn("a", 1), Withdrawn("a", 1))
+        runner = ProjectionRunner(storage, registry, [WithdrawalTotal()], batch_size=2)
+
+        assert await runner.process_batch("withdrawals") == 2
+        assert await runner.process_batch("withdrawals") == 0
+        assert await _balance(storage, "a", "withdrawals") == 2
+
+    async def test_a_projection_past_events_it_does_not_handle_is_not_behind(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        await _append(storage, registry, Withdrawn("a", 1), Deposited("a", 1), Deposited("a", 2))
+        runner = ProjectionRunner(storage, registry, [WithdrawalTotal()])
+
+        assert await runner.catch_up("withdrawals") == 1
+        assert (await runner.lag("withdrawals")).events_behind == 0
 
     async def test_the_live_runner_picks_up_events_appended_after_it_started(
         self, storage: Storage
