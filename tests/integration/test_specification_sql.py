@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     delete,
+    event,
     insert,
 )
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
@@ -32,6 +33,7 @@ from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql.base import Executable
 
 from eventfold.adapters.sql.schema import documents
+from eventfold.adapters.sql.sortable import register_functions
 from eventfold.adapters.sql.specification import SqlQuery, document_query, table_query
 from eventfold.adapters.sql.statements import compile_statement
 from eventfold.application.readside.queries import QueryOptions, query_in_memory
@@ -205,6 +207,8 @@ class SqliteDatabase(Database):
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.engine = create_engine(f"sqlite:///{path}")
+        # What eventfold's SQLite storage does on every connection it opens.
+        event.listen(self.engine, "connect", lambda connection, _: register_functions(connection))
         self.metadata.create_all(self.engine)
 
     async def execute(self, statement: Executable) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated, Any
 
 import pytest
@@ -36,6 +37,13 @@ class AddItem:
     address: Address | None = None
 
 
+@dataclass(frozen=True)
+class SetPrice:
+    price: Decimal
+    quantity: int
+    address: Address
+
+
 class Rename(BaseModel):
     name: str = Field(min_length=2)
     times: int = Field(gt=0)
@@ -65,7 +73,7 @@ class Recorder:
 def mediator() -> Mediator:
     Recorder.calls = []
     mediator = Mediator(default_behaviors())
-    for request_type in (AddItem, Rename, Fail):
+    for request_type in (AddItem, SetPrice, Rename, Fail):
         mediator.register(request_type, Recorder)
     return mediator
 
@@ -112,6 +120,38 @@ async def test_an_invalid_pydantic_command_never_reaches_its_handler(mediator: M
 async def test_a_valid_command_reaches_its_handler(mediator: Mediator) -> None:
     result = await mediator.send(AddItem(quantity=2, price=5, address=Address("Lyon")))
     assert (result.status, Recorder.calls) == (200, [AddItem(2, 5, Address("Lyon"))])
+
+
+async def test_the_handler_receives_a_dataclass_command_with_its_values_converted(
+    mediator: Mediator,
+) -> None:
+    sent = SetPrice("4.50", "2", {"city": "Lyon"})  # type: ignore[arg-type]  # as a client sends
+    await mediator.send(sent)
+    assert Recorder.calls == [SetPrice(Decimal("4.50"), 2, Address("Lyon"))]
+
+
+async def test_the_handler_receives_converted_values_of_their_declared_types(
+    mediator: Mediator,
+) -> None:
+    await mediator.send(SetPrice("4.50", "2", {"city": "Lyon"}))  # type: ignore[arg-type]
+    (received,) = Recorder.calls
+    assert isinstance(received, SetPrice)
+    kinds = (type(received.price), type(received.quantity), type(received.address))
+    assert kinds == (Decimal, int, Address)
+
+
+async def test_the_handler_receives_a_pydantic_command_with_its_values_converted(
+    mediator: Mediator,
+) -> None:
+    await mediator.send(Rename.model_construct(name="ada", times="3"))
+    assert Recorder.calls == [Rename(name="ada", times=3)]
+
+
+async def test_a_value_that_cannot_be_converted_is_a_400_naming_the_field(
+    mediator: Mediator,
+) -> None:
+    result = await mediator.send(SetPrice("cheap", 2, Address("Lyon")))  # type: ignore[arg-type]
+    assert (result.status, _fields(result), Recorder.calls) == (400, {"price"}, [])
 
 
 async def test_a_request_that_is_not_a_dataclass_or_model_is_not_validated() -> None:

@@ -58,6 +58,9 @@ class MissingEventHandlerError(ConfigurationError):
         self.state = state
 
 
+_SHOWN_LENGTH = 60
+
+
 class QueryError(EventfoldError):
     """A specification or query option is invalid; raised before any database is asked."""
 
@@ -80,10 +83,13 @@ class UnknownOperatorError(QueryError):
 
 
 class InvalidValueError(QueryError):
-    """A specification's value does not fit its field or operator."""
+    """A value does not fit its field or operator, or no backend could store it alike."""
 
     def __init__(self, field: str, value: object, reason: str) -> None:
-        super().__init__(f"invalid value {value!r} for field {field!r}: {reason}")
+        shown = repr(value)
+        if len(shown) > _SHOWN_LENGTH:  # a search text may be 10,000 characters long
+            shown = shown[: _SHOWN_LENGTH - 1] + "…"
+        super().__init__(f"invalid value {shown} for field {field!r}: {reason}")
         self.field = field
         self.value = value
         self.reason = reason

@@ -16,8 +16,11 @@ Semantics, shared by every backend:
   escapes the next character; matching is case-sensitive and covers the whole string.
 - Strings compare by code point (as Python does, and as SQL with a binary collation).
 
-Values are checked against their operator when a condition is built; field names and
-value types are checked against a :class:`FieldSet` by :meth:`Specification.validate`.
+Values are checked against their operator when a condition is built, and refused there
+when a backend could not store or compare them alike (see :mod:`eventfold.domain.storable`:
+NUL characters, lone surrogates, integers beyond 64 bits, overlong search text, ...);
+field names and value types are checked against a :class:`FieldSet` by
+:meth:`Specification.validate`.
 """
 
 from __future__ import annotations
@@ -25,13 +28,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-import math
 import re
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Self, Union, get_args, get_origin
 
@@ -41,6 +43,7 @@ from eventfold.domain.errors import (
     UnknownFieldError,
     UnknownOperatorError,
 )
+from eventfold.domain.storable import check_pattern, check_value, utc_moment
 
 __all__ = [
     "AllOf",
@@ -319,7 +322,12 @@ class FieldSet:
         _check_type(condition, declared)
 
     def coerce(self, name: str, raw: object) -> object:
-        """``raw`` as the declared type: JSON keeps ``Decimal`` as text, ints for floats."""
+        """``raw`` as the declared type, as read from JSON.
+
+        JSON keeps a ``Decimal`` as text (or a number), a datetime or a date as ISO 8601
+        text, a float that happens to be whole as an int. A datetime is returned aware,
+        in UTC (a naive one *is* UTC), so that every datetime compares by its instant.
+        """
         declared = self.type_of(name)
         if raw is None or isinstance(raw, bool):
             return raw
@@ -327,7 +335,23 @@ class FieldSet:
             return Decimal(str(raw))
         if declared is float and isinstance(raw, int):
             return float(raw)
+        if declared is datetime and isinstance(raw, str | datetime):
+            return _moment(name, raw)
+        if declared is date and isinstance(raw, str):
+            return _parsed(name, raw, date.fromisoformat)
         return raw
+
+
+def _moment(name: str, raw: str | datetime) -> datetime:
+    moment = _parsed(name, raw, datetime.fromisoformat) if isinstance(raw, str) else raw
+    return utc_moment(name, moment)
+
+
+def _parsed(name: str, raw: str, parse: Callable[[str], Any]) -> Any:
+    try:
+        return parse(raw)
+    except ValueError:
+        raise InvalidValueError(name, raw, "is not ISO 8601 text") from None
 
 
 def _normalise_type(model: str, name: str, declared: Any) -> Any:
@@ -373,6 +397,8 @@ def _checked_value(field: str, operator: Operator, value: object) -> object:
         return _checked_range(field, value)
     if operator in _TEXT_ONLY:
         return _checked_pattern(field, operator, value)
+    if operator is Operator.CONTAINS and isinstance(value, str):
+        return check_pattern(field, value)
     return _checked_scalar(field, operator, value)
 
 
@@ -381,9 +407,7 @@ def _checked_scalar(field: str, operator: Operator, value: object) -> object:
         raise InvalidValueError(field, value, f"{operator.value!r} needs a value; use 'is null'")
     if not isinstance(value, _SCALARS):
         raise InvalidValueError(field, value, f"{operator.value!r} needs a single plain value")
-    if isinstance(value, float | Decimal) and not math.isfinite(value):
-        raise InvalidValueError(field, value, "numbers must be finite")
-    return value
+    return check_value(field, value)
 
 
 def _checked_collection(field: str, operator: Operator, value: object) -> tuple[object, ...]:
@@ -406,7 +430,7 @@ def _checked_pattern(field: str, operator: Operator, value: object) -> str:
         raise InvalidValueError(field, value, f"{operator.value!r} needs a string")
     if operator is Operator.LIKE and re.search(r"(?<!\\)(\\\\)*\\$", value):
         raise InvalidValueError(field, value, "a like pattern cannot end with a lone '\\'")
-    return value
+    return check_pattern(field, value)
 
 
 def _test(operator: Operator, actual: object, expected: Any) -> bool:
@@ -415,12 +439,27 @@ def _test(operator: Operator, actual: object, expected: Any) -> bool:
         return (actual is None) is expected
     if actual is None:
         return False
+    if isinstance(actual, datetime):
+        actual, expected = _instant(actual), _instants(expected)
     try:
         return _POSITIVE[operator](actual, expected)
     except TypeError:
         # Values of incomparable types (a str against an int) satisfy nothing, as in SQL
         # where such a comparison is refused at validation time.
         return False
+
+
+def _instant(value: object) -> object:
+    """A datetime as an aware UTC one (naive is UTC), so that any two compare by instant."""
+    if isinstance(value, datetime) and value.utcoffset() is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _instants(expected: object) -> object:
+    if isinstance(expected, tuple):
+        return tuple(_instant(item) for item in expected)
+    return _instant(expected)
 
 
 def _contains(actual: Any, expected: Any) -> bool:

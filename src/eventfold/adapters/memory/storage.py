@@ -20,6 +20,14 @@ from uuid import UUID
 from eventfold.application.readside.queries import Page, QueryOptions, SearchResult, query_in_memory
 from eventfold.domain.specification import FieldSet
 from eventfold.errors import CheckpointConflictError, ConcurrencyError, DuplicateEventError
+from eventfold.ports.checks import (
+    check_document,
+    check_events,
+    check_keys,
+    check_outbox,
+    check_snapshot,
+    check_stream,
+)
 from eventfold.ports.records import (
     LOG_START,
     DocumentRecord,
@@ -128,6 +136,7 @@ class MemorySession:
         as_of: datetime | None = None,
     ) -> list[StoredEvent]:
         """A stream's events in version order, within the bounds, occurring by ``as_of``."""
+        as_of = check_stream(stream_id, as_of)
         events = self._stream_events(stream_id)
         last = len(events) if to_version is None else min(to_version, len(events))
         selected = events[max(from_version, 1) - 1 : last]
@@ -137,12 +146,14 @@ class MemorySession:
 
     async def stream_version(self, stream_id: str) -> int:
         """The stream's current version: 0 when it does not exist."""
+        check_stream(stream_id)
         return self._version(stream_id)
 
     async def append(
         self, stream_id: str, events: Sequence[EventRecord], *, expected_version: ExpectedVersion
     ) -> int:
         """Stage ``events``; the expectation is checked now and again on commit."""
+        check_events(stream_id, events)
         current = self._version(stream_id)
         _check_expected(stream_id, expected_version, current)
         self._check_new_event_ids(events)
@@ -226,21 +237,25 @@ class MemorySession:
 
     async def load_snapshot(self, stream_id: str) -> SnapshotRecord | None:
         """The latest snapshot of a stream, if any."""
+        check_stream(stream_id)
         staged = self._snapshots.get(stream_id)
         return staged if staged is not None else self._committed.snapshots.get(stream_id)
 
     async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
         """Keep ``snapshot`` as the stream's latest (replacing an older one)."""
+        check_snapshot(snapshot)
         self._snapshots[snapshot.stream_id] = snapshot
 
     # -- documents ---------------------------------------------------------------------
 
     async def load_document(self, collection: str, key: str) -> DocumentRecord | None:
         """The document, or None."""
+        check_document(collection, key)
         return self._document((collection, key))
 
     async def load_documents(self, collection: str, keys: Sequence[str]) -> list[DocumentRecord]:
         """The documents that exist among ``keys``, in no particular order."""
+        check_keys(collection, keys)
         found = (self._document((collection, key)) for key in dict.fromkeys(keys))
         return [document for document in found if document is not None]
 
@@ -248,6 +263,7 @@ class MemorySession:
         self, collection: str, key: str, data: str, *, expected_version: int
     ) -> int:
         """Insert (``expected_version=0``) or update a document; return its new version."""
+        check_document(collection, key, data)
         current = self._touch_document((collection, key), expected_version)
         version = current + 1
         self._documents[collection, key] = DocumentRecord(collection, key, version, data, _now())
@@ -255,6 +271,7 @@ class MemorySession:
 
     async def delete_document(self, collection: str, key: str, *, expected_version: int) -> None:
         """Delete a document at the expected version."""
+        check_document(collection, key)
         if expected_version == 0:
             raise ConcurrencyError(f"{collection}/{key}", expected_version, 0)
         self._touch_document((collection, key), expected_version)
@@ -314,6 +331,7 @@ class MemorySession:
 
     async def add_to_outbox(self, messages: Sequence[OutboxMessage]) -> None:
         """Stage one outbox row per message."""
+        check_outbox(messages)
         for message in messages:
             event_id = message.event_id
             if event_id in self._outbox_event_ids or event_id in self._committed.outbox_event_ids:

@@ -17,6 +17,14 @@ from eventfold.adapters.sql.statements import compile_statement
 from eventfold.application.readside.queries import QueryOptions, SearchResult
 from eventfold.domain.specification import FieldSet
 from eventfold.errors import CheckpointConflictError, ConcurrencyError, PersistenceError
+from eventfold.ports.checks import (
+    check_document,
+    check_events,
+    check_keys,
+    check_outbox,
+    check_snapshot,
+    check_stream,
+)
 from eventfold.ports.records import (
     LOG_START,
     DocumentRecord,
@@ -145,11 +153,13 @@ class PostgresSession:
         as_of: datetime | None = None,
     ) -> list[StoredEvent]:
         """A stream's events in version order, within the bounds, occurring by ``as_of``."""
+        as_of = check_stream(stream_id, as_of)
         rows = await self._fetch(sql.READ_STREAM, stream_id, from_version, to_version, as_of)
         return [StoredEvent(*row) for row in rows]
 
     async def stream_version(self, stream_id: str) -> int:
         """The stream's current version: 0 when it does not exist."""
+        check_stream(stream_id)
         version: int = await self._fetchval(sql.STREAM_VERSION, stream_id)
         return version
 
@@ -157,6 +167,7 @@ class PostgresSession:
         self, stream_id: str, events: Sequence[EventRecord], *, expected_version: ExpectedVersion
     ) -> int:
         """Append ``events`` in one statement; on conflict store nothing, raise."""
+        check_events(stream_id, events)
         expected = _expected_number(expected_version)
         if not events:
             return await self._check_unchanged(stream_id, expected_version, expected)
@@ -274,11 +285,13 @@ class PostgresSession:
 
     async def load_snapshot(self, stream_id: str) -> SnapshotRecord | None:
         """The latest snapshot of a stream, if any."""
+        check_stream(stream_id)
         row = await self._fetchrow(sql.LOAD_SNAPSHOT, stream_id)
         return None if row is None else SnapshotRecord(*row)
 
     async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
         """Keep ``snapshot`` as the stream's latest (replacing an older one)."""
+        check_snapshot(snapshot)
         await self._execute(
             sql.SAVE_SNAPSHOT,
             snapshot.stream_id,
@@ -293,11 +306,13 @@ class PostgresSession:
 
     async def load_document(self, collection: str, key: str) -> DocumentRecord | None:
         """The document, or None."""
+        check_document(collection, key)
         row = await self._fetchrow(sql.LOAD_DOCUMENT, collection, key)
         return None if row is None else DocumentRecord(*row)
 
     async def load_documents(self, collection: str, keys: Sequence[str]) -> list[DocumentRecord]:
         """The documents that exist among ``keys``, in no particular order."""
+        check_keys(collection, keys)
         rows = await self._fetch(sql.LOAD_DOCUMENTS, collection, list(keys))
         return [DocumentRecord(*row) for row in rows]
 
@@ -305,6 +320,7 @@ class PostgresSession:
         self, collection: str, key: str, data: str, *, expected_version: int
     ) -> int:
         """Insert (``expected_version=0``) or update a document; return its new version."""
+        check_document(collection, key, data)
         if expected_version == 0:
             version = await self._fetchval(sql.INSERT_DOCUMENT, collection, key, data)
         else:
@@ -317,6 +333,7 @@ class PostgresSession:
 
     async def delete_document(self, collection: str, key: str, *, expected_version: int) -> None:
         """Delete a document at the expected version."""
+        check_document(collection, key)
         deleted = None
         if expected_version != 0:
             deleted = await self._fetchval(sql.DELETE_DOCUMENT, collection, key, expected_version)
@@ -345,6 +362,7 @@ class PostgresSession:
 
     async def add_to_outbox(self, messages: Sequence[OutboxMessage]) -> None:
         """Write one outbox row per message, all in one statement."""
+        check_outbox(messages)
         if len(messages) == 1:
             m = messages[0]
             await self._execute(

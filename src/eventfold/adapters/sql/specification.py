@@ -6,10 +6,11 @@ Two kinds of source:
 - :func:`document_query`: eventfold's ``eventfold_documents`` table; fields are dotted
   paths into the JSON ``data`` column, read as their declared types (``int`` as a
   64-bit integer, ``float`` as a double, ``bool``, ``str``). ``Decimal`` fields may be
-  stored as JSON text (as eventfold's serialiser writes them) or numbers; they compare
-  exactly on PostgreSQL (``numeric``) and as doubles on SQLite, which has no decimal
-  type (exact up to 15 significant digits). ``datetime``/``date`` document fields are
-  not translated: declare them as ``str`` holding ISO 8601 UTC text.
+  stored as JSON text (as eventfold's serialiser writes them) or numbers, and compare
+  exactly on both dialects (``numeric`` on PostgreSQL; on SQLite, which has no decimal
+  type, through an order-preserving text key computed by a function eventfold
+  registers). ``datetime`` fields are ISO 8601 text, with or without a UTC offset (a
+  naive one is UTC), and compare by instant; ``date`` fields are ISO 8601 dates.
 
 Every field is checked against a :class:`FieldSet` before any SQL is built and every
 value is a bound parameter. To agree with Python on both dialects, strings compare by
@@ -31,6 +32,8 @@ from typing import Any, get_origin
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
+    DateTime,
     Float,
     Numeric,
     String,
@@ -45,12 +48,15 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from eventfold.adapters.sql.schema import documents
+from eventfold.adapters.sql.sortable import DECIMAL_KEY, MOMENT_KEY, decimal_key, moment_key
 from eventfold.application.readside.queries import Page, QueryOptions, SearchResult, decode_cursor
 from eventfold.application.readside.queries import encode_cursor as _encode_cursor
 from eventfold.domain.specification import (
@@ -63,6 +69,7 @@ from eventfold.domain.specification import (
     Specification,
     resolve_field,
 )
+from eventfold.domain.storable import utc_moment
 from eventfold.errors import ConfigurationError, QueryError, UnknownFieldError
 from eventfold.ports.storage import SqlExecutor, StorageSession
 
@@ -192,6 +199,117 @@ def _case_sensitive_like(expression: ColumnElement[Any], pattern: str) -> Clause
     return _Like(expression, like, glob)
 
 
+class _ByDialect(TypeDecorator[Any]):
+    """A bound value as PostgreSQL's own type, or as SQLite's order key of it."""
+
+    impl = String
+    cache_ok = True
+    postgres: TypeEngine[Any] = String()
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return dialect.type_descriptor(self.postgres if dialect.name == "postgresql" else String())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return self.for_postgres(value) if dialect.name == "postgresql" else self.key(value)
+
+    def for_postgres(self, value: Any) -> Any:
+        return value
+
+    def key(self, value: Any) -> Any:
+        raise NotImplementedError
+
+
+class _DecimalKey(_ByDialect):
+    postgres = Numeric()
+    cache_ok = True
+
+    def key(self, value: Any) -> Any:
+        return decimal_key(value)
+
+
+class _MomentKey(_ByDialect):
+    postgres = DateTime(timezone=True)
+    cache_ok = True
+
+    def for_postgres(self, value: Any) -> Any:
+        return utc_moment("value", value)
+
+    def key(self, value: Any) -> Any:
+        return moment_key(value)
+
+
+class _DateKey(_ByDialect):
+    postgres = Date()
+    cache_ok = True
+
+    def key(self, value: Any) -> Any:
+        return value.isoformat()  # ISO dates sort as their text
+
+
+class _JsonDecimal(FunctionElement[Decimal]):
+    """A JSON number or number text as an exactly ordered decimal."""
+
+    type = _DecimalKey()
+    name = "json_decimal"
+    inherit_cache = True
+
+
+@compiles(_JsonDecimal)
+def _json_decimal(element: _JsonDecimal, compiler: SQLCompiler, **kw: Any) -> str:
+    as_text, _ = element.clauses
+    return f"CAST({compiler.process(as_text, **kw)} AS NUMERIC)"
+
+
+@compiles(_JsonDecimal, "sqlite")
+def _json_decimal_sqlite(element: _JsonDecimal, compiler: SQLCompiler, **kw: Any) -> str:
+    _, extracted = element.clauses
+    return f"{DECIMAL_KEY}({compiler.process(extracted, **kw)})"
+
+
+class _JsonMoment(FunctionElement[datetime]):
+    """ISO 8601 datetime text as its instant (a naive one is UTC)."""
+
+    type = _MomentKey()
+    name = "json_moment"
+    inherit_cache = True
+
+
+@compiles(_JsonMoment)
+def _json_moment(element: _JsonMoment, compiler: SQLCompiler, **kw: Any) -> str:
+    text = compiler.process(element.clauses, **kw)
+    # A text with an offset is that instant; one without is UTC, whatever the session's zone.
+    return (
+        f"(CASE WHEN ({text}) ~ '([zZ]|[+-][0-9][0-9](:?[0-9][0-9])?)$' "
+        f"THEN CAST({text} AS TIMESTAMPTZ) "
+        f"ELSE CAST({text} AS TIMESTAMP) AT TIME ZONE 'UTC' END)"
+    )
+
+
+@compiles(_JsonMoment, "sqlite")
+def _json_moment_sqlite(element: _JsonMoment, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"{MOMENT_KEY}({compiler.process(element.clauses, **kw)})"
+
+
+class _JsonDate(FunctionElement[date]):
+    """ISO 8601 date text as a date."""
+
+    type = _DateKey()
+    name = "json_date"
+    inherit_cache = True
+
+
+@compiles(_JsonDate)
+def _json_date(element: _JsonDate, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS DATE)"
+
+
+@compiles(_JsonDate, "sqlite")
+def _json_date_sqlite(element: _JsonDate, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
 # -- sources: where a field's typed expression comes from -------------------------------
 
 
@@ -250,13 +368,19 @@ class _DocumentSource(_Source):
         declared = self.fields.type_of(field)
         as_text = self.table.c.data[tuple(field.split("."))].as_string()
         extracted = func.json_extract(self.table.c.data, literal("$." + field, String()))
+        if declared is Decimal:
+            return _JsonDecimal(as_text, extracted)
+        if declared is datetime:
+            return _JsonMoment(as_text)
+        if declared is date:
+            return _JsonDate(as_text)
         text: ColumnElement[Any] = _JsonScalar(as_text, extracted)
         caster = _JSON_CASTS.get(declared)
         if get_origin(declared) is list:
             return text
         if caster is None:
-            msg = f"{self.fields.model}.{field}: {declared.__name__} fields in documents "
-            raise QueryError(msg + "cannot be queried; store them as ISO 8601 text (str)")
+            msg = f"{self.fields.model}.{field}: {declared!r} fields cannot be queried"
+            raise QueryError(msg)
         return caster(text)
 
     def list_contains(self, field: str, value: object) -> Clause:
@@ -284,9 +408,6 @@ _JSON_CASTS: dict[Any, Callable[[ColumnElement[Any]], ColumnElement[Any]]] = {
     str: _Bytewise,
     int: lambda text: cast(text, BigInteger()),
     float: lambda text: cast(text, Float()),
-    # SQLite has no decimal type: its NUMERIC would keep integers as integers and make
-    # the rest doubles anyway; saying REAL keeps the comparison one of numbers.
-    Decimal: lambda text: cast(text, Numeric().with_variant(Float(), "sqlite")),
     bool: lambda text: cast(text, Boolean()),
 }
 

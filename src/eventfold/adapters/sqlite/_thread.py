@@ -20,6 +20,8 @@ from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any, TypeVar
 
+from eventfold.adapters.sql.sortable import register_functions
+
 T = TypeVar("T")
 
 _Work = tuple[Callable[[], Any], asyncio.Future[Any] | None, asyncio.AbstractEventLoop | None]
@@ -131,6 +133,7 @@ def _connect(
         connection.execute(f"PRAGMA synchronous={synchronous}")
         if read_only:
             connection.execute("PRAGMA query_only=ON")
+        register_functions(connection)  # exact order of decimals and datetimes in queries
     except BaseException:
         connection.close()
         raise

@@ -29,6 +29,15 @@ from eventfold.errors import (
     SchemaMissingError,
     StoreUnavailableError,
 )
+from eventfold.ports.checks import (
+    check_document,
+    check_events,
+    check_keys,
+    check_outbox,
+    check_snapshot,
+    check_stream,
+    check_writes,
+)
 from eventfold.ports.records import (
     LOG_START,
     AppendEvents,
@@ -336,6 +345,7 @@ class SqliteSession:
         as_of: datetime | None = None,
     ) -> list[StoredEvent]:
         """A stream's events in version order, within the bounds, occurring by ``as_of``."""
+        as_of = check_stream(stream_id, as_of)
         sql = f"{_SELECT_EVENTS} WHERE stream_id = ? AND version >= ?"
         params: list[object] = [stream_id, from_version]
         if to_version is not None:
@@ -349,16 +359,19 @@ class SqliteSession:
 
     async def stream_version(self, stream_id: str) -> int:
         """The stream's current version: 0 when it does not exist."""
+        check_stream(stream_id)
         return await self._run(lambda db: _stream_version(db, stream_id))
 
     async def append(
         self, stream_id: str, events: Sequence[EventRecord], *, expected_version: ExpectedVersion
     ) -> int:
         """Append ``events`` and return the new version; on conflict store nothing, raise."""
+        check_events(stream_id, events)
         return await self._write(lambda db: _append(db, stream_id, events, expected_version))
 
     async def write_batch(self, writes: Sequence[Write]) -> None:
         """Hold ``writes`` back to run in the same hop as the next statement or the commit."""
+        check_writes(writes)
         if writes:
             self._wrote = True
             self._pending.extend(writes)
@@ -401,6 +414,7 @@ class SqliteSession:
 
     async def load_snapshot(self, stream_id: str) -> SnapshotRecord | None:
         """The latest snapshot of a stream, if any."""
+        check_stream(stream_id)
         sql = (
             "SELECT stream_id, version, state_type, schema_version, data, taken_at "
             "FROM eventfold_snapshots WHERE stream_id = ?"
@@ -412,6 +426,7 @@ class SqliteSession:
 
     async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
         """Keep ``snapshot`` as the stream's latest; an older one never replaces a newer."""
+        check_snapshot(snapshot)
         params = _snapshot_params(snapshot)
         await self._write(lambda db: db.execute(_SAVE_SNAPSHOT, params))
 
@@ -419,6 +434,7 @@ class SqliteSession:
 
     async def load_document(self, collection: str, key: str) -> DocumentRecord | None:
         """The document, or None."""
+        check_document(collection, key)
         sql = (
             f"SELECT {_DOCUMENT_COLUMNS} FROM eventfold_documents WHERE collection = ? AND key = ?"
         )
@@ -427,6 +443,7 @@ class SqliteSession:
 
     async def load_documents(self, collection: str, keys: Sequence[str]) -> list[DocumentRecord]:
         """The documents that exist among ``keys``, in no particular order."""
+        check_keys(collection, keys)
         unique = list(dict.fromkeys(keys))
         return await self._run(lambda db: _load_documents(db, collection, unique))
 
@@ -434,12 +451,14 @@ class SqliteSession:
         self, collection: str, key: str, data: str, *, expected_version: int
     ) -> int:
         """Insert (``expected_version=0``) or update a document; return its new version."""
+        check_document(collection, key, data)
         return await self._write(
             lambda db: _save_document(db, collection, key, data, expected_version)
         )
 
     async def delete_document(self, collection: str, key: str, *, expected_version: int) -> None:
         """Delete a document at the expected version."""
+        check_document(collection, key)
         await self._write(lambda db: _delete_document(db, collection, key, expected_version))
 
     # -- outbox ------------------------------------------------------------------------
@@ -456,6 +475,7 @@ class SqliteSession:
 
     async def add_to_outbox(self, messages: Sequence[OutboxMessage]) -> None:
         """Write one outbox row per message."""
+        check_outbox(messages)
         await self._write(lambda db: _add_to_outbox(db, messages))
 
     async def read_outbox(self, *, limit: int = 100) -> list[OutboxEntry]:

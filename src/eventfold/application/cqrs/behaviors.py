@@ -18,12 +18,16 @@ from eventfold.errors import (
     DomainError,
     EntityNotFoundError,
     InvalidStateError,
+    InvalidValueError,
+    QueryError,
+    StoreUnavailableError,
+    UnknownFieldError,
 )
 
 __all__ = ["ErrorMappingBehavior", "LoggingBehavior", "ValidationBehavior", "default_behaviors"]
 
-Validator = Callable[[object], list[FieldError]]
-"""Returns the field errors of a request, empty when it is valid."""
+Validator = Callable[[object], "Validated"]
+"""Validates a request: the converted request, or the field errors that make it invalid."""
 
 _MISSING = object()
 # Nested dataclass instances are revalidated too (a plain dataclass never ran its
@@ -31,6 +35,14 @@ _MISSING = object()
 _DATACLASS_CONFIG = ConfigDict(revalidate_instances="always", arbitrary_types_allowed=True)
 
 _validators: dict[type, Validator | None] = {}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Validated:
+    """What validating a request gives: the request with converted values, or its errors."""
+
+    request: object
+    errors: list[FieldError]
 
 
 def _validator_for(cls: type) -> Validator | None:
@@ -53,15 +65,14 @@ def _build_validator(cls: type) -> Validator | None:
 
 
 def _fields_validator(adapter: TypeAdapter[Any], names: list[str]) -> Validator:
-    def validate(request: object) -> list[FieldError]:
+    def validate(request: object) -> Validated:
         # A field model_construct() left unset is omitted, so pydantic reports it as missing.
         values = {name: getattr(request, name, _MISSING) for name in names}
         data = {name: value for name, value in values.items() if value is not _MISSING}
         try:
-            adapter.validate_python(data, by_name=True)
+            return Validated(adapter.validate_python(data, by_name=True), [])
         except PydanticValidationError as exc:
-            return field_errors(exc)
-        return []
+            return Validated(request, field_errors(exc))
 
     return validate
 
@@ -71,12 +82,12 @@ def _instance_validator(cls: type) -> Validator:
     # its error paths start with the tuple index, which is dropped.
     adapter: TypeAdapter[Any] = TypeAdapter(tuple[cls], config=_DATACLASS_CONFIG)  # type: ignore[valid-type]
 
-    def validate(request: object) -> list[FieldError]:
+    def validate(request: object) -> Validated:
         try:
-            adapter.validate_python((request,))
+            (converted,) = adapter.validate_python((request,))
         except PydanticValidationError as exc:
-            return field_errors(exc, skip=1)
-        return []
+            return Validated(request, field_errors(exc, skip=1))
+        return Validated(converted, [])
 
     return validate
 
@@ -93,9 +104,13 @@ def field_errors(exc: PydanticValidationError, *, skip: int = 0) -> list[FieldEr
 
 
 class ValidationBehavior:
-    """Validates a dataclass or pydantic request against its declared types and constraints.
+    """Validates a dataclass or pydantic request and hands the handler the converted request.
 
-    An invalid request is answered with ``bad_request`` listing every field; the handler
+    Validation is pydantic's lax mode, so the handler receives the *validated* instance,
+    never the values as sent: ``"4.50"`` for a ``Decimal`` field arrives as
+    ``Decimal("4.50")``, ``"2"`` for an ``int`` as ``2``, a dict for a nested dataclass as
+    that dataclass. A value that cannot be converted makes the request invalid: it is
+    answered with ``bad_request`` listing every field by its dotted path, and the handler
     is not called.
     """
 
@@ -107,10 +122,13 @@ class ValidationBehavior:
     ) -> OperationResult[Any]:
         """Validate, then continue."""
         validate = _validator_for(type(request))
-        if validate is not None and (errors := validate(request)):
+        if validate is None:
+            return await next(request, context)
+        validated = validate(request)
+        if validated.errors:
             detail = f"{type(request).__name__} is invalid"
-            return OperationResult.bad_request(detail, errors=errors)
-        return await next(request, context)
+            return OperationResult.bad_request(detail, errors=validated.errors)
+        return await next(validated.request, context)
 
 
 class LoggingBehavior:
@@ -154,7 +172,14 @@ class LoggingBehavior:
 
 
 class ErrorMappingBehavior:
-    """Turns exceptions into results: domain errors become 4xx, anything else a logged 500."""
+    """Turns exceptions into results: a caller's mistakes become 4xx, the rest 503 or 500.
+
+    Domain errors map as :func:`result_for_domain_error` says; a :class:`QueryError` (a
+    bad filter value, a cursor of another query) is a 400 naming the field; a
+    :class:`ConcurrencyError` a 409 that says to retry, without stream ids or versions;
+    a :class:`StoreUnavailableError` a 503 (the client may retry); anything else a
+    logged 500 whose detail reveals nothing of the error.
+    """
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self._logger = logger or logging.getLogger("eventfold.errors")
@@ -168,19 +193,49 @@ class ErrorMappingBehavior:
         """Continue, mapping what it raises."""
         try:
             return await next(request, context)
-        except DomainError as exc:
-            return result_for_domain_error(exc)
-        except ConcurrencyError as exc:
-            return OperationResult.conflict(str(exc))
-        except PydanticValidationError as exc:
-            return OperationResult.bad_request("the request is invalid", errors=field_errors(exc))
-        except Exception:
-            self._logger.exception(
-                "unexpected error handling %s",
-                type(request).__name__,
-                extra={"request": type(request).__name__, "correlation_id": context.correlation_id},
-            )
-            return OperationResult.internal_error()
+        except Exception as exc:  # every error becomes a result; an unexpected one is logged
+            result = result_for_error(exc)
+            extra = {"request": type(request).__name__, "correlation_id": context.correlation_id}
+            if result is None:
+                self._logger.exception(
+                    "unexpected error handling %s", type(request).__name__, extra=extra
+                )
+                return OperationResult.internal_error()
+            if result.status >= 500:
+                self._logger.warning(
+                    "%s handling %s: %s",
+                    type(exc).__name__,
+                    type(request).__name__,
+                    exc,
+                    extra=extra,
+                )
+            return result
+
+
+def result_for_error(exc: Exception) -> OperationResult[Any] | None:
+    """The result an eventfold or validation error stands for; ``None`` for any other error."""
+    if isinstance(exc, DomainError):
+        return result_for_domain_error(exc)
+    if isinstance(exc, ConcurrencyError):
+        return OperationResult.conflict(_CONFLICT_DETAIL)
+    if isinstance(exc, QueryError):
+        return result_for_query_error(exc)
+    if isinstance(exc, PydanticValidationError):
+        return OperationResult.bad_request("the request is invalid", errors=field_errors(exc))
+    if isinstance(exc, StoreUnavailableError):
+        return OperationResult.failure(503, _UNAVAILABLE_DETAIL)
+    return None
+
+
+_CONFLICT_DETAIL = "another request changed the same data first; read it again and retry"
+_UNAVAILABLE_DETAIL = "the service cannot reach its store right now; retry later"
+
+
+def result_for_query_error(exc: QueryError) -> OperationResult[Any]:
+    """The 400 result a query error stands for, naming the field when there is one."""
+    field = exc.field if isinstance(exc, InvalidValueError | UnknownFieldError) else None
+    errors = [FieldError(field, str(exc))] if field else []
+    return OperationResult.bad_request(str(exc), errors=errors)
 
 
 def result_for_domain_error(exc: DomainError) -> OperationResult[Any]:

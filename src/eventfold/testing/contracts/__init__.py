@@ -4,11 +4,14 @@ from eventfold.testing.contracts.outbox import OutboxRelayContract
 from eventfold.testing.contracts.persistence import PersistenceContract, SqlTableContract
 from eventfold.testing.contracts.sagas import SagaContract
 from eventfold.testing.contracts.storage import StorageContract
+from eventfold.testing.contracts.values import DocumentValuesContract, StorableValuesContract
 
 __all__ = [
+    "DocumentValuesContract",
     "OutboxRelayContract",
     "PersistenceContract",
     "SagaContract",
     "SqlTableContract",
+    "StorableValuesContract",
     "StorageContract",
 ]
