@@ -27,6 +27,7 @@ from eventfold.ports.checks import (
     check_outbox,
     check_snapshot,
     check_stream,
+    check_writes,
 )
 from eventfold.ports.records import (
     LOG_START,
@@ -326,7 +327,8 @@ class MemorySession:
     # -- outbox ------------------------------------------------------------------------
 
     async def write_batch(self, writes: Sequence[Write]) -> None:
-        """Apply ``writes`` in order, each through its own method."""
+        """Apply ``writes`` in order, each through its own method; check them all first."""
+        check_writes(writes)
         await apply_writes(self, writes)
 
     async def add_to_outbox(self, messages: Sequence[OutboxMessage]) -> None:

@@ -21,7 +21,7 @@ from eventfold.application.readside.read_models import DocumentReadModel
 from eventfold.domain.errors import InvalidValueError
 from eventfold.domain.specification import SpecificationBuilder
 from eventfold.domain.storable import MAX_PATTERN_LENGTH
-from eventfold.ports.records import StreamState
+from eventfold.ports.records import AppendEvents, SaveDocument, StreamState, Write
 from eventfold.ports.storage import Storage, StorageSession
 from eventfold.testing.contracts.storage import append, event_record, read
 
@@ -89,6 +89,18 @@ class StorableValuesContract:
                 await session.save_document("things", "t-1", data, expected_version=0)
             assert await session.load_document("things", "t-1") is None
         assert raised.value.field == "things.data"
+
+    async def test_a_write_batch_holding_an_unstorable_key_is_refused_and_stores_nothing(
+        self, storage: Storage
+    ) -> None:
+        writes: list[Write] = [
+            AppendEvents("s-1", [event_record()], StreamState.NO_STREAM),
+            SaveDocument("things", "t\x00", "{}", 0),
+        ]
+        async with storage.transaction() as session:
+            with pytest.raises(InvalidValueError) as raised:
+                await session.write_batch(writes)
+        assert (raised.value.field, await read(storage, "s-1")) == ("key", [])
 
     async def test_an_as_of_that_leaves_the_calendar_in_utc_is_refused_naming_as_of(
         self, storage: Storage
