@@ -30,6 +30,7 @@ def all_workloads() -> list[Workload]:
         mediator,
         projection,
         relay,
+        telemetry,
     )
 
     return [
@@ -42,4 +43,5 @@ def all_workloads() -> list[Workload]:
         Workload("projection", "7. projection rebuild", True, projection.run),
         Workload("mediator", "8. mediator overhead, 4 behaviours", False, mediator.run),
         Workload("relay", "9. outbox relay → RabbitMQ with confirms", True, relay.run),
+        Workload("telemetry", "10. telemetry hooks, off and on", False, telemetry.run),
     ]

@@ -25,6 +25,7 @@ from eventfold.errors import ConfigurationError, MessagingError
 from eventfold.ports.records import OutboxMessage
 
 __all__ = [
+    "TRACEPARENT_HEADER",
     "BrokerMessage",
     "DeadLetter",
     "DeadLetterReader",
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 _HEADER = "eventfold-"
+TRACEPARENT_HEADER = "traceparent"
+"""W3C Trace Context's header: any tracing consumer, not only eventfold's, continues it."""
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 
 
@@ -59,6 +62,8 @@ class BrokerMessage:
     correlation_id: str | None = None
     causation_id: str | None = None
     actor: str | None = None
+    traceparent: str | None = None
+    """W3C trace context, sent as the standard ``traceparent`` header."""
 
     @classmethod
     def from_outbox(cls, message: OutboxMessage) -> BrokerMessage:
@@ -74,6 +79,7 @@ class BrokerMessage:
             correlation_id=message.correlation_id,
             causation_id=message.causation_id,
             actor=message.actor,
+            traceparent=message.traceparent,
         )
 
     def to_headers(self) -> dict[str, str]:
@@ -89,7 +95,10 @@ class BrokerMessage:
             "causation-id": self.causation_id,
             "actor": self.actor,
         }
-        return {_HEADER + key: value for key, value in headers.items() if value is not None}
+        fields = {_HEADER + key: value for key, value in headers.items() if value is not None}
+        if self.traceparent is not None:
+            fields[TRACEPARENT_HEADER] = self.traceparent
+        return fields
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str], data: str) -> BrokerMessage:
@@ -106,6 +115,7 @@ class BrokerMessage:
                 correlation_id=headers.get(_HEADER + "correlation-id"),
                 causation_id=headers.get(_HEADER + "causation-id"),
                 actor=headers.get(_HEADER + "actor"),
+                traceparent=headers.get(TRACEPARENT_HEADER),
             )
         except (KeyError, ValueError) as exc:
             msg = f"a broker message lacks or garbles eventfold's headers: {exc!r}"

@@ -136,6 +136,8 @@ class OutboxMessage:
     correlation_id: str | None = None
     causation_id: str | None = None
     actor: str | None = None
+    traceparent: str | None = None
+    """The W3C trace context of the request that recorded the event (telemetry on)."""
 
 
 @dataclass(frozen=True, slots=True)

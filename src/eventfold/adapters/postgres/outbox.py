@@ -30,7 +30,7 @@ __all__ = ["PostgresOutboxClaim", "PostgresOutboxStore", "create_postgres_outbox
 _COLUMNS = (
     "id, event_id, type_name, schema_version, aggregate_type, aggregate_id, data::text, "
     "occurred_at, correlation_id, causation_id, actor, created_at, attempts, "
-    "next_attempt_at, published_at, last_error, dead, refusals"
+    "next_attempt_at, published_at, last_error, dead, refusals, traceparent"
 )
 """In the order ``_outbox_entry`` unpacks."""
 

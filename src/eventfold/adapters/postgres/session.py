@@ -92,6 +92,7 @@ def _outbox_arrays(messages: Sequence[OutboxMessage]) -> tuple[list[Any], ...]:
         [m.correlation_id for m in messages],
         [m.causation_id for m in messages],
         [m.actor for m in messages],
+        [m.traceparent for m in messages],
     )
 
 
@@ -124,8 +125,10 @@ _ENDED: Any = _EndedConnection()
 
 
 def _outbox_entry(row: asyncpg.Record) -> OutboxEntry:
-    message = OutboxMessage(*row[1:11])
-    return OutboxEntry(row[0], message, *row[11:])
+    message = OutboxMessage(
+        row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10], row[18]
+    )
+    return OutboxEntry(row[0], message, *row[11:18])
 
 
 class PostgresSession:
@@ -379,6 +382,7 @@ class PostgresSession:
                 m.correlation_id,
                 m.causation_id,
                 m.actor,
+                m.traceparent,
             )
         elif messages:
             await self._execute(sql.ADD_TO_OUTBOX, *_outbox_arrays(messages))

@@ -225,16 +225,17 @@ SELECT coalesce(max(version), 0) FROM eventfold_documents WHERE collection = $1 
 ADD_TO_OUTBOX = """
 INSERT INTO eventfold_outbox (
     event_id, type_name, schema_version, aggregate_type, aggregate_id, data,
-    occurred_at, correlation_id, causation_id, actor, created_at
+    occurred_at, correlation_id, causation_id, actor, created_at, traceparent
 )
 SELECT e.event_id, e.type_name, e.schema_version, e.aggregate_type, e.aggregate_id,
-       e.data::jsonb, e.occurred_at, e.correlation_id, e.causation_id, e.actor, now()
+       e.data::jsonb, e.occurred_at, e.correlation_id, e.causation_id, e.actor, now(),
+       e.traceparent
 FROM unnest(
     $1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
-    $7::timestamptz[], $8::text[], $9::text[], $10::text[]
+    $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[]
 ) WITH ORDINALITY AS e(
     event_id, type_name, schema_version, aggregate_type, aggregate_id, data,
-    occurred_at, correlation_id, causation_id, actor, n
+    occurred_at, correlation_id, causation_id, actor, traceparent, n
 )
 ORDER BY e.n
 """
@@ -243,15 +244,15 @@ ORDER BY e.n
 ADD_ONE_TO_OUTBOX = """
 INSERT INTO eventfold_outbox (
     event_id, type_name, schema_version, aggregate_type, aggregate_id, data,
-    occurred_at, correlation_id, causation_id, actor, created_at
+    occurred_at, correlation_id, causation_id, actor, created_at, traceparent
 )
-VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, now())
+VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, now(), $11)
 """
 
 READ_OUTBOX = """
 SELECT id, event_id, type_name, schema_version, aggregate_type, aggregate_id, data::text,
        occurred_at, correlation_id, causation_id, actor, created_at, attempts,
-       next_attempt_at, published_at, last_error, dead, refusals
+       next_attempt_at, published_at, last_error, dead, refusals, traceparent
 FROM eventfold_outbox
 WHERE published_at IS NULL AND NOT dead
 ORDER BY id

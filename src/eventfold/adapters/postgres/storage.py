@@ -120,6 +120,14 @@ class PostgresStorage:
         finally:
             await self._release(connection, reusable=False)
 
+    def pool_usage(self) -> tuple[int, int, int]:
+        """Connections in use, idle, and the most the pool opens (0, 0, max before the first)."""
+        pool = self._pool
+        if pool is None:
+            return 0, 0, self._max_size
+        size, idle = pool.get_size(), pool.get_idle_size()
+        return size - idle, idle, pool.get_max_size()
+
     async def wait_for_events(self, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait until new events commit (True) or ``timeout`` seconds pass (False).
 

@@ -118,6 +118,8 @@ outbox = Table(
     Column("next_attempt_at", _timestamp),
     Column("last_error", Text),
     Column("dead", Boolean, nullable=False, server_default=text("false")),
+    # The W3C trace context of the request that recorded the event, for the broker message.
+    Column("traceparent", Text),
     UniqueConstraint("event_id", name="eventfold_outbox_event_id"),
     # The relay's work list: only rows still to publish are indexed.
     Index(

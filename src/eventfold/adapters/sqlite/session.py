@@ -83,12 +83,12 @@ _INSERT_EVENT = (
 _OUTBOX_COLUMNS = (
     "id, event_id, type_name, schema_version, aggregate_type, aggregate_id, data, "
     "occurred_at, correlation_id, causation_id, actor, created_at, attempts, "
-    "next_attempt_at, published_at, last_error, dead, refusals"
+    "next_attempt_at, published_at, last_error, dead, refusals, traceparent"
 )
 _INSERT_OUTBOX = (
     "INSERT INTO eventfold_outbox (event_id, type_name, schema_version, aggregate_type, "
-    "aggregate_id, data, occurred_at, correlation_id, causation_id, actor, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "aggregate_id, data, occurred_at, correlation_id, causation_id, actor, created_at, "
+    "traceparent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SAVE_SNAPSHOT = (
     "INSERT INTO eventfold_snapshots (stream_id, version, state_type, schema_version, data, "
@@ -195,7 +195,17 @@ def _stored_event(row: tuple[Any, ...]) -> StoredEvent:
 
 def _outbox_entry(row: tuple[Any, ...]) -> OutboxEntry:
     message = OutboxMessage(
-        UUID(row[1]), row[2], row[3], row[4], row[5], row[6], _from_text(row[7]), *row[8:11]
+        UUID(row[1]),
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        _from_text(row[7]),
+        row[8],
+        row[9],
+        row[10],
+        row[18],
     )
     return OutboxEntry(
         id=row[0],
@@ -770,6 +780,7 @@ def _add_to_outbox(db: Db, messages: Sequence[OutboxMessage]) -> None:
             message.causation_id,
             message.actor,
             created_at,
+            message.traceparent,
         )
         for message in messages
     ]

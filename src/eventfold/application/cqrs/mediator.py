@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -15,6 +16,7 @@ from typing import Any, Generic, Protocol, TypeVar, overload
 from eventfold.application.cqrs.results import OperationResult, ResultFactory
 from eventfold.domain.events import EventMetadata
 from eventfold.errors import DuplicateHandlerError, HandlerNotFoundError
+from eventfold.ports.telemetry import Telemetry, active_telemetry
 
 __all__ = [
     "Behavior",
@@ -241,7 +243,10 @@ class Mediator:
     ) -> OperationResult[Any]:
         """Handle a command or query through the pipeline and return its result."""
         context = RequestContext(request, correlation_id, causation_id, actor)
-        return await self._pipeline(type(request))(request, context)
+        telemetry = active_telemetry()
+        if telemetry is None:  # the default: no telemetry work at all
+            return await self._pipeline(type(request))(request, context)
+        return await _send_traced(telemetry, self._pipeline(type(request)), request, context)
 
     async def publish(self, event: object, metadata: EventMetadata | None = None) -> PublishReport:
         """Deliver ``event`` to every in-process handler; a failing one is logged and reported.
@@ -284,6 +289,26 @@ class Mediator:
             pipeline = _compose(self._behaviors, _call_handler(factory))
             self._pipelines[request_type] = pipeline
         return pipeline
+
+
+async def _send_traced(
+    telemetry: Telemetry, pipeline: Next, request: object, context: RequestContext
+) -> OperationResult[Any]:
+    """``send`` inside a span, with the result's status and the duration measured."""
+    name = type(request).__name__
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        with telemetry.span(f"send {name}", attributes={"eventfold.request.type": name}) as span:
+            result = await pipeline(request, context)
+            span.set_attribute("eventfold.result.status", result.status)
+            outcome = "success" if result.is_success else "failure"
+            if not result.is_success:
+                span.set_error(result.detail or f"status {result.status}")
+            return result
+    finally:
+        attributes = {"eventfold.request.type": name, "eventfold.outcome": outcome}
+        telemetry.record("eventfold.request.duration", time.perf_counter() - started, attributes)
 
 
 def _report_failure(factory: EventHandlerFactory, event: object, exc: Exception) -> HandlerFailure:

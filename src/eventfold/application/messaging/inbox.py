@@ -21,6 +21,7 @@ from typing import Generic, TypeVar
 from eventfold.application.persistence.unit_of_work import DataSource, UnitOfWork
 from eventfold.ports.broker import Delivery
 from eventfold.ports.storage import Storage, StorageSession
+from eventfold.ports.telemetry import AttributeValue, active_telemetry
 
 __all__ = ["IdempotentConsumer", "InboxContext", "InboxHandler", "purge_inbox"]
 
@@ -53,14 +54,41 @@ class IdempotentConsumer(Generic[E]):
 
     async def __call__(self, delivery: Delivery) -> None:
         """Handle a delivery; return (acknowledge) on success or duplicate, raise otherwise."""
+        telemetry = active_telemetry()
+        if telemetry is None:
+            await self._handle(delivery)
+            return
+        message = delivery.message
+        attributes: dict[str, AttributeValue] = {
+            "messaging.operation.type": "process",
+            "messaging.consumer.group.name": delivery.group,
+            "messaging.message.id": str(message.event_id),
+            "messaging.message.conversation_id": message.correlation_id or "",
+            "messaging.message.delivery_count": delivery.attempt,
+            "eventfold.handler": self.name,
+        }
+        with telemetry.span(
+            f"process {message.type_name}",
+            kind="consumer",
+            attributes=attributes,
+            parent=message.traceparent,
+        ) as span:
+            duplicate = not await self._handle(delivery)
+            span.set_attribute("eventfold.inbox.duplicate", duplicate)
+        if duplicate:
+            telemetry.add("eventfold.inbox.duplicates", 1, {"eventfold.handler": self.name})
+
+    async def _handle(self, delivery: Delivery) -> bool:
+        """Apply the delivery once; False when the inbox already had it (a duplicate)."""
         message = delivery.message
         event = self._source.events.decode(message.type_name, message.schema_version, message.data)
         async with self._unit_of_work(delivery) as uow:
             session = await uow.session()
             if not await session.mark_processed(message.event_id, self.name):
-                return  # a duplicate: leaving the block rolls back the empty transaction
+                return False  # leaving the block rolls back the empty transaction
             await self._handler(event, InboxContext(delivery, uow))  # type: ignore[arg-type]
             await uow.commit()
+        return True
 
     def _unit_of_work(self, delivery: Delivery) -> UnitOfWork:
         source, message = self._source, delivery.message

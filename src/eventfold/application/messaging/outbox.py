@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -44,6 +46,7 @@ from eventfold.errors import BrokerUnavailableError, StoreUnavailableError
 from eventfold.ports.broker import BrokerMessage, MessagePublisher
 from eventfold.ports.outbox import OutboxClaim, OutboxRelayStore
 from eventfold.ports.records import OutboxEntry
+from eventfold.ports.telemetry import AttributeValue, Telemetry, active_telemetry
 
 __all__ = ["OutboxMetrics", "OutboxRelay", "RetryPolicy"]
 
@@ -113,6 +116,24 @@ class _Rate:
         return sum(count for _, count in self._samples) / span
 
 
+def _sent_from(spans: ExitStack, telemetry: Telemetry, message: BrokerMessage) -> BrokerMessage:
+    if message.traceparent is None:
+        return message
+    span = spans.enter_context(
+        telemetry.span(
+            f"send {message.type_name}",
+            kind="producer",
+            parent=message.traceparent,
+            attributes={
+                "messaging.operation.type": "send",
+                "messaging.message.id": str(message.event_id),
+                "messaging.message.conversation_id": message.correlation_id or "",
+            },
+        )
+    )
+    return dataclasses.replace(message, traceparent=span.traceparent() or message.traceparent)
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:_ERROR_LENGTH]
 
@@ -157,21 +178,29 @@ class OutboxRelay:
         of the batch) when the broker cannot be reached.
         """
         now = self._clock()
+        telemetry = active_telemetry()
         async with self._store.claim(limit=self._batch_size, now=now) as claim:
-            published, outage = await self._publish(claim, now)
+            if telemetry is None:
+                published, outage = await self._publish(claim, now)
+            else:
+                published, outage = await self._publish_traced(telemetry, claim, now)
         self._rate.add(published)
         if outage is not None:
             raise outage
         return published
 
     async def _publish(
-        self, claim: OutboxClaim, now: datetime
+        self,
+        claim: OutboxClaim,
+        now: datetime,
+        wrap: Callable[[list[BrokerMessage]], list[BrokerMessage]] | None = None,
     ) -> tuple[int, BrokerUnavailableError | None]:
         entries = list(claim.entries)
         if not entries:
             return 0, None
+        messages = [BrokerMessage.from_outbox(e.message) for e in entries]
         try:
-            await self._publisher.publish([BrokerMessage.from_outbox(e.message) for e in entries])
+            await self._publisher.publish(messages if wrap is None else wrap(messages))
         except BrokerUnavailableError as exc:
             await self._record_outage(claim, entries, exc, now)
             return 0, exc
@@ -179,6 +208,35 @@ class OutboxRelay:
             return await self._publish_one_by_one(claim, entries, now)
         await claim.mark_published([entry.id for entry in entries], at=self._clock())
         return len(entries), None
+
+    async def _publish_traced(
+        self, telemetry: Telemetry, claim: OutboxClaim, now: datetime
+    ) -> tuple[int, BrokerUnavailableError | None]:
+        """``_publish`` in a batch span, each message sent from a span in its own trace."""
+        entries = claim.entries
+        links = [e.message.traceparent for e in entries if e.message.traceparent]
+        attributes: dict[str, AttributeValue] = {
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "publish",
+            "messaging.batch.message_count": len(entries),
+        }
+        with ExitStack() as spans:
+
+            def traced(messages: list[BrokerMessage]) -> list[BrokerMessage]:
+                # A span per message, child of the request that recorded it: the message
+                # carries this span's context, so its consumer continues the same trace.
+                return [_sent_from(spans, telemetry, message) for message in messages]
+
+            batch = spans.enter_context(
+                telemetry.span(
+                    "publish outbox", kind="producer", attributes=attributes, links=links
+                )
+            )
+            published, outage = await self._publish(claim, now, traced)
+            if outage is not None:
+                batch.set_error(str(outage))
+        telemetry.add("eventfold.outbox.published", published)
+        return published, outage
 
     async def _publish_one_by_one(
         self, claim: OutboxClaim, entries: Sequence[OutboxEntry], now: datetime
@@ -299,6 +357,10 @@ class OutboxRelay:
         stats = await self._store.outbox_stats()
         oldest = stats.oldest_unpublished_at
         age = None if oldest is None else max(self._clock() - oldest, timedelta(0))
+        telemetry = active_telemetry()
+        if telemetry is not None:
+            telemetry.gauge("eventfold.outbox.backlog", stats.backlog)
+            telemetry.gauge("eventfold.outbox.dead_letters", stats.dead)
         return OutboxMetrics(
             backlog=stats.backlog,
             oldest_unpublished_age=age,

@@ -47,6 +47,7 @@ from eventfold.domain.errors import ConfigurationError, EntityNotFoundError, Inv
 from eventfold.domain.specification import FieldSet, SpecificationBuilder
 from eventfold.errors import ConcurrencyError
 from eventfold.ports.storage import Storage
+from eventfold.ports.telemetry import active_telemetry
 from eventfold.serialization import JsonCodec
 
 __all__ = [
@@ -317,6 +318,25 @@ class SagaOrchestrator:
     # -- steps -----------------------------------------------------------------------
 
     async def _advance(self, saga: Saga[Any], state: SagaState, owner: str) -> SagaState:
+        telemetry = active_telemetry()
+        if telemetry is None:
+            return await self._move(saga, state, owner)
+        forward = state.status is SagaStatus.RUNNING
+        if forward:
+            what, step = "step", saga.steps[len(state.completed)].name
+        else:
+            what, step = "compensate", (state.completed or (state.failed_step or "",))[-1]
+        attributes = {"eventfold.saga": saga.name, "eventfold.saga.id": state.saga_id}
+        with telemetry.span(f"saga {saga.name} {what} {step}", attributes=attributes) as span:
+            moved = await self._move(saga, state, owner)
+            span.set_attribute("eventfold.saga.status", str(moved.status))
+            if moved.status is not state.status and moved.status in _TROUBLE:
+                span.set_error(moved.last_error or str(moved.status))
+        counted = {"eventfold.saga": saga.name, "eventfold.saga.status": str(moved.status)}
+        telemetry.add("eventfold.saga.transitions", 1, counted)
+        return moved
+
+    async def _move(self, saga: Saga[Any], state: SagaState, owner: str) -> SagaState:
         if state.status is SagaStatus.RUNNING:
             return await self._forward(saga, state, owner)
         return await self._compensate(saga, state, owner)
@@ -476,6 +496,10 @@ class SagaOrchestrator:
 
 
 _ACTIVE = (SagaStatus.RUNNING, SagaStatus.COMPENSATING)
+
+
+_TROUBLE = frozenset({SagaStatus.COMPENSATING, SagaStatus.NEEDS_INTERVENTION})
+"""States a step's failure leads to: a span that ends in one of them failed."""
 
 
 def _retryable(exc: BaseException) -> bool:

@@ -29,6 +29,7 @@ from eventfold.ports import (
     StoredEvent,
     Write,
 )
+from eventfold.ports.telemetry import active_telemetry
 from eventfold.serialization import EventRegistry
 
 __all__ = ["Change", "CommitBatch", "EventOrigin", "WorkTracker"]
@@ -121,7 +122,16 @@ class CommitBatch:
     queued write carries the version it expects, so its result is known in advance.
     """
 
-    __slots__ = ("_origin", "metadata", "now", "outbox", "published", "session", "writes")
+    __slots__ = (
+        "_origin",
+        "_traceparent",
+        "metadata",
+        "now",
+        "outbox",
+        "published",
+        "session",
+        "writes",
+    )
 
     def __init__(
         self, origin: EventOrigin, session: StorageSession, now: datetime, *, with_metadata: bool
@@ -135,6 +145,9 @@ class CommitBatch:
         # Metadata is only built when inline projections or in-process handlers can see
         # it: a unit of work that does neither skips it.
         self.metadata: list[EventMetadata] | None = [] if with_metadata else None
+        # The request's trace context rides in each outbox row to the broker's consumers.
+        telemetry = active_telemetry()
+        self._traceparent = None if telemetry is None else telemetry.traceparent()
 
     def append(
         self, stream_id: str, records: Sequence[EventRecord], *, expected_version: int
@@ -190,6 +203,7 @@ class CommitBatch:
             origin.causation_id,
             origin.actor,
         )
+        traceparent = self._traceparent
         records: list[EventRecord] = []
         for event in events:
             encoded = encode(event)
@@ -218,6 +232,7 @@ class CommitBatch:
                     correlation_id,
                     causation_id,
                     actor,
+                    traceparent,
                 )
             )
         self.published.extend(events)

@@ -35,6 +35,7 @@ from eventfold.domain.entity import Entity
 from eventfold.domain.events import EventMetadata
 from eventfold.errors import ConfigurationError
 from eventfold.ports import Storage, StorageSession, StoredEvent
+from eventfold.ports.telemetry import active_telemetry
 from eventfold.serialization import EventRegistry
 
 __all__ = [
@@ -161,6 +162,17 @@ class UnitOfWork:
 
     async def commit(self) -> list[object]:
         """Write everything in one transaction, commit, then publish; return the events."""
+        telemetry = active_telemetry()
+        if telemetry is None:
+            return await self._commit()
+        attributes = {"db.system.name": _db_system(self._tracker.storage.name)}
+        with telemetry.span("commit", kind="client", attributes=attributes) as span:
+            published = await self._commit()
+            # One event appended and one outbox row written per event published.
+            span.set_attribute("eventfold.commit.events", len(published))
+            return published
+
+    async def _commit(self) -> list[object]:
         tracker = self._tracker
         if not tracker.changes and not tracker.staged:
             await self._end(None)
@@ -371,3 +383,9 @@ async def create_tables(*sources: Storage | DataSource | DataSources) -> None:
             await source.storage.create_schema()
         else:
             await source.create_schema()
+
+
+def _db_system(storage_name: str) -> str:
+    """OpenTelemetry's ``db.system.name`` for a storage named ``postgres:...``/``sqlite:...``."""
+    prefix = storage_name.split(":", 1)[0]
+    return {"postgres": "postgresql", "sqlite": "sqlite"}.get(prefix, "other_sql")

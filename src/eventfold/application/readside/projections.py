@@ -38,6 +38,7 @@ from eventfold.domain.events import EventMetadata
 from eventfold.errors import ConcurrencyError, StoreUnavailableError
 from eventfold.ports.records import LOG_START, LogPosition, StoredEvent
 from eventfold.ports.storage import Storage, StorageSession
+from eventfold.ports.telemetry import active_telemetry
 from eventfold.serialization import EventRegistry
 
 __all__ = [
@@ -231,6 +232,21 @@ class ProjectionRunner:
         parked projection applies nothing until an operator retries or skips the event
         (:class:`ProjectionParkedError`).
         """
+        telemetry = active_telemetry()
+        if telemetry is None:
+            return len(await self._process_batch(name))
+        with telemetry.span(f"project {name}", attributes={"eventfold.projection": name}) as span:
+            records = await self._process_batch(name)
+            span.set_attribute("eventfold.projection.events", len(records))
+        if records:
+            # How far behind the newest event of the batch was when it was applied.
+            lag = (self._clock() - records[-1].occurred_at).total_seconds()
+            attributes = {"eventfold.projection": name}
+            telemetry.record("eventfold.projection.lag", max(lag, 0.0), attributes)
+            telemetry.add("eventfold.projection.events", len(records), attributes)
+        return len(records)
+
+    async def _process_batch(self, name: str) -> list[StoredEvent]:
         projection = self._projection(name)
         while True:
             loaded: LogPosition | None = None
@@ -255,7 +271,7 @@ class ProjectionRunner:
                     if len(records) < self._batch_size:
                         position = max(position, head)
                     if position == start:
-                        return 0
+                        return []
                     # Claim the batch before applying it (compare-and-set): of two runners
                     # of one projection, the loser fails here or at commit, rolls back
                     # everything it wrote and reads again from the winner's checkpoint.
@@ -271,7 +287,7 @@ class ProjectionRunner:
                 parked = ParkedFailure.of(failure.record, failure.error, self._clock())
                 await park_projection(self._storage, name, parked)
                 raise
-            return len(records)
+            return records
 
     async def _checkpoint(self, name: str) -> LogPosition | None:
         async with self._storage.transaction() as session:

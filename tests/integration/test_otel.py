@@ -1,0 +1,200 @@
+"""OpenTelemetry: spans and metrics at eventfold's hook points, one trace across processes."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from examples.shop.application import ChangePrice, CreateProduct
+from examples.shop.bootstrap import Shop, bootstrap
+from examples.shop.demo import run_demo
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+from rich.console import Console
+
+from eventfold import OutboxRelay
+from eventfold.adapters.rabbitmq import create_rabbitmq_broker
+from eventfold.cli_outbox import relay_store_for
+from eventfold.integrations.otel import instrument, uninstrument
+from eventfold.ports.telemetry import active_telemetry
+from tests.conftest import RABBITMQ_URL, require_service, unique_name
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Telemetry:
+    """What the in-memory exporters caught."""
+
+    def __init__(self) -> None:
+        self.spans = InMemorySpanExporter()
+        self.metrics = InMemoryMetricReader()
+
+    def finished(self, name: str) -> list[ReadableSpan]:
+        return [s for s in self.spans.get_finished_spans() if s.name == name]
+
+    def one(self, name: str) -> ReadableSpan:
+        (span,) = self.finished(name)
+        return span
+
+    def points(self, metric: str) -> list[Any]:
+        data = self.metrics.get_metrics_data()
+        assert data is not None
+        return [
+            point
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for m in scope.metrics
+            if m.name == metric
+            for point in m.data.data_points
+        ]
+
+
+@pytest.fixture
+def telemetry() -> Iterator[Telemetry]:
+    caught = Telemetry()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(caught.spans))
+    meter_provider = MeterProvider(metric_readers=[caught.metrics])
+    instrument(tracer_provider, meter_provider)
+    yield caught
+    uninstrument()
+    meter_provider.shutdown()
+
+
+@pytest.fixture
+async def shop(tmp_path: Path) -> Any:
+    shop = bootstrap(f"sqlite:///{tmp_path / 'shop.db'}")
+    await shop.start()
+    yield shop
+    await shop.close()
+
+
+async def create_product(shop: Shop) -> str:
+    result = await shop.mediator.send(CreateProduct("Teapot", Decimal("25.00")))
+    assert result.is_success, result
+    return str(result.unwrap().id)
+
+
+def test_telemetry_is_off_unless_instrumented() -> None:
+    assert active_telemetry() is None
+
+
+async def test_a_command_makes_a_span_with_its_result_status(
+    telemetry: Telemetry, shop: Shop
+) -> None:
+    await create_product(shop)
+    span = telemetry.one("send CreateProduct")
+    assert span.attributes is not None
+    assert span.attributes["eventfold.result.status"] == 201
+    assert span.status.status_code is StatusCode.UNSET
+
+
+async def test_a_command_that_fails_makes_a_failed_span(telemetry: Telemetry, shop: Shop) -> None:
+    result = await shop.mediator.send(ChangePrice("p-missing", Decimal("3.00")))
+    assert result.status == 404
+    span = telemetry.one("send ChangePrice")
+    assert span.status.status_code is StatusCode.ERROR
+
+
+async def test_the_commit_span_is_a_child_of_the_command_span(
+    telemetry: Telemetry, shop: Shop
+) -> None:
+    await create_product(shop)
+    command, commit = telemetry.one("send CreateProduct"), telemetry.one("commit")
+    assert commit.parent is not None
+    assert commit.parent.span_id == command.context.span_id
+    assert commit.attributes is not None
+    assert commit.attributes["db.system.name"] == "sqlite"
+    assert commit.attributes["eventfold.commit.events"] == 1
+
+
+async def test_the_outbox_row_carries_the_commands_trace_context(
+    telemetry: Telemetry, shop: Shop
+) -> None:
+    await create_product(shop)
+    async with shop.storage.transaction() as session:
+        (entry,) = await session.read_outbox()
+    command = telemetry.one("send CreateProduct")
+    trace_id = f"{command.context.trace_id:032x}"
+    assert entry.message.traceparent is not None
+    assert entry.message.traceparent.split("-")[1] == trace_id
+
+
+async def test_command_duration_is_measured_by_type_and_outcome(
+    telemetry: Telemetry, shop: Shop
+) -> None:
+    await create_product(shop)
+    await shop.mediator.send(ChangePrice("p-missing", Decimal("3.00")))
+    outcomes = {
+        (p.attributes["eventfold.request.type"], p.attributes["eventfold.outcome"]): p.count
+        for p in telemetry.points("eventfold.request.duration")
+    }
+    assert outcomes == {("CreateProduct", "success"): 1, ("ChangePrice", "failure"): 1}
+
+
+async def test_a_projection_batch_makes_a_span_and_measures_the_lag(
+    telemetry: Telemetry, tmp_path: Path
+) -> None:
+    await run_demo(f"sqlite:///{tmp_path / 'demo.db'}", console=Console(file=io.StringIO()))
+    batches = telemetry.finished("project order-summaries")
+    assert sum(span.attributes["eventfold.projection.events"] for span in batches) == 11
+    (lag,) = telemetry.points("eventfold.projection.lag")
+    assert lag.attributes == {"eventfold.projection": "order-summaries"}
+
+
+async def test_without_instrumentation_no_outbox_row_carries_a_trace(shop: Shop) -> None:
+    await create_product(shop)
+    async with shop.storage.transaction() as session:
+        (entry,) = await session.read_outbox()
+    assert entry.message.traceparent is None
+
+
+async def test_a_command_the_relay_and_a_consumer_in_another_process_make_one_trace(
+    telemetry: Telemetry, shop: Shop, tmp_path: Path
+) -> None:
+    require_service("rabbitmq")
+    exchange, group = unique_name("otel"), unique_name("otel_group")
+    consumer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.support.otel_consumer",
+        f"sqlite:///{tmp_path / 'shop.db'}",
+        RABBITMQ_URL,
+        exchange,
+        group,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    broker = create_rabbitmq_broker(RABBITMQ_URL, exchange=exchange)
+    try:
+        assert consumer.stdout is not None
+        ready = await asyncio.wait_for(consumer.stdout.readline(), 60)  # the consumer subscribed
+        assert ready == b"ready\n"
+        await create_product(shop)
+        relay = OutboxRelay(relay_store_for(shop.storage), broker)
+        assert await relay.relay_once() == 1
+        output, _ = await asyncio.wait_for(consumer.communicate(), 60)  # it handled the event
+    finally:
+        if consumer.returncode is None:
+            consumer.kill()
+            await consumer.wait()
+        await broker.destroy()
+        await broker.close()
+    consumed = [json.loads(line) for line in output.decode().splitlines()]
+    command, sent = telemetry.one("send CreateProduct"), telemetry.one("send shop.ProductCreated")
+    (process,) = [s for s in consumed if s["name"] == "process shop.ProductCreated"]
+    trace_ids = {command.context.trace_id, sent.context.trace_id, process["trace_id"]}
+    assert trace_ids == {command.context.trace_id}
+    assert process["parent_id"] == sent.context.span_id
+    assert process["attributes"]["messaging.consumer.group.name"] == group
