@@ -7,6 +7,7 @@ import io
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,23 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from rich.console import Console
 
-from eventfold import OutboxRelay
+from eventfold import DataSource, IdempotentConsumer, OutboxRelay
 from eventfold.adapters.rabbitmq import create_rabbitmq_broker
+from eventfold.application.messaging.outbox import RetryPolicy
+from eventfold.application.messaging.sagas import Saga, SagaOrchestrator, SagaStatus
 from eventfold.cli_outbox import relay_store_for
 from eventfold.integrations.otel import instrument, uninstrument
+from eventfold.ports import BrokerMessage, Delivery
 from eventfold.ports.telemetry import active_telemetry
+from eventfold.testing.sagas import StepRecorder
 from tests.conftest import RABBITMQ_URL, require_service, unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class SagaData:
+    order_id: str
 
 
 class Telemetry:
@@ -198,3 +208,40 @@ async def test_a_command_the_relay_and_a_consumer_in_another_process_make_one_tr
     assert trace_ids == {command.context.trace_id}
     assert process["parent_id"] == sent.context.span_id
     assert process["attributes"]["messaging.consumer.group.name"] == group
+
+
+async def test_a_duplicate_delivery_is_counted_and_its_span_says_so(
+    telemetry: Telemetry, shop: Shop
+) -> None:
+    await create_product(shop)
+    async with shop.storage.transaction() as session:
+        (entry,) = await session.read_outbox()
+    source = DataSource("shop", shop.storage, shop.model, shop.events)
+    consumer = IdempotentConsumer(source, "mailer", lambda event, context: asyncio.sleep(0))
+    delivery = Delivery(BrokerMessage.from_outbox(entry.message), 1, "mail")
+    await consumer(delivery)
+    await consumer(delivery)
+    spans = telemetry.finished("process shop.ProductCreated")
+    assert [s.attributes["eventfold.inbox.duplicate"] for s in spans] == [False, True]
+    (duplicates,) = telemetry.points("eventfold.inbox.duplicates")
+    assert duplicates.value == 1
+
+
+async def test_saga_steps_and_compensations_make_spans_with_the_state_they_led_to(
+    telemetry: Telemetry, shop: Shop
+) -> None:
+    recorder = StepRecorder()
+    steps = [recorder.step("reserve"), recorder.step("charge", fail=9)]
+    saga = Saga("checkout", SagaData, steps, retry=RetryPolicy(1, initial=0, maximum=0, jitter=0))
+    state = await SagaOrchestrator(shop.storage, [saga]).start(saga, SagaData("o-1"))
+    assert state.status is SagaStatus.COMPENSATED
+    names = [s.name for s in telemetry.spans.get_finished_spans() if s.name.startswith("saga")]
+    assert names == [
+        "saga checkout step reserve",
+        "saga checkout step charge",
+        "saga checkout compensate reserve",
+        "saga checkout compensated",
+    ]
+    failed = telemetry.one("saga checkout step charge")
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.attributes["eventfold.saga.status"] == "compensating"

@@ -321,13 +321,14 @@ class SagaOrchestrator:
         telemetry = active_telemetry()
         if telemetry is None:
             return await self._move(saga, state, owner)
-        forward = state.status is SagaStatus.RUNNING
-        if forward:
-            what, step = "step", saga.steps[len(state.completed)].name
-        else:
-            what, step = "compensate", (state.completed or (state.failed_step or "",))[-1]
+        if state.status is SagaStatus.RUNNING:
+            name = f"saga {saga.name} step {saga.steps[len(state.completed)].name}"
+        elif state.completed:
+            name = f"saga {saga.name} compensate {state.completed[-1]}"
+        else:  # every step compensated: the saga ends
+            name = f"saga {saga.name} compensated"
         attributes = {"eventfold.saga": saga.name, "eventfold.saga.id": state.saga_id}
-        with telemetry.span(f"saga {saga.name} {what} {step}", attributes=attributes) as span:
+        with telemetry.span(name, attributes=attributes) as span:
             moved = await self._move(saga, state, owner)
             span.set_attribute("eventfold.saga.status", str(moved.status))
             if moved.status is not state.status and moved.status in _TROUBLE:
