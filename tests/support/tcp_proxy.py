@@ -22,6 +22,7 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._connections: set[asyncio.Task[None]] = set()
         self.port = 0
 
     async def start(self) -> None:
@@ -48,8 +49,11 @@ class TcpProxy:
         await self.start()
 
     async def stop(self) -> None:
-        """Cut everything for good."""
+        """Cut everything for good, and wait until every connection is closed."""
         await self.cut()
+        # Each connection closes its sockets once its pipes ended: let them finish, so
+        # that nothing is left for a closed event loop to collect.
+        await asyncio.gather(*self._connections, return_exceptions=True)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -64,6 +68,10 @@ class TcpProxy:
         await self.stop()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = asyncio.current_task()
+        if connection is not None:
+            self._connections.add(connection)
+            connection.add_done_callback(self._connections.discard)
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
         except OSError:

@@ -36,6 +36,7 @@ _GROUPS = (
     ("snapshots", "eventfold.cli.snapshots"),
     ("inbox", "eventfold.cli.inbox"),
     ("outbox", "eventfold.cli_outbox"),
+    ("dead-letters", "eventfold.cli.dead_letters"),
 )
 
 

@@ -3,6 +3,7 @@
 from eventfold.ports.broker import (
     BrokerMessage,
     DeadLetter,
+    DeadLetterKeeper,
     DeadLetterReader,
     Delivery,
     MessageBroker,
@@ -54,6 +55,7 @@ __all__ = [
     "Cache",
     "CheckpointStore",
     "DeadLetter",
+    "DeadLetterKeeper",
     "DeadLetterReader",
     "DeleteDocument",
     "Delivery",

@@ -5,7 +5,18 @@ JetStream durable consumer, a Redis consumer group): every group receives every
 message of the types it subscribed to; the subscriptions of one group share its
 messages. A handler that returns acknowledges its message; a handler that raises
 gets the message again, and after ``max_deliveries`` attempts the message moves to
-the group's dead letters.
+the group's dead letters. An outage the handler meets (``StoreUnavailableError``,
+``BrokerUnavailableError``) is waited out with backoff and never counts as an attempt.
+Dead letters can be read, requeued (the message starts its attempts afresh, for that
+group only) and purged.
+
+Order: messages of one publish call arrive in order. When a handler fails, the
+message comes back after the messages the consumer already holds (up to the prefetch
+or batch size; the in-process broker puts it back first), so a stream's later events
+can overtake it. Subscribe with ``keep_stream_order=True`` to park a stream's later
+events behind its failing one (other streams go on); this holds per subscription, so
+for a group with several subscriptions each stream's order is kept only where one
+subscription consumes the group.
 
 On the wire the payload is the body and the metadata travels in headers named
 ``eventfold-*`` (see :meth:`BrokerMessage.to_headers`), so consumers written in
@@ -25,9 +36,11 @@ from eventfold.errors import ConfigurationError, MessagingError
 from eventfold.ports.records import OutboxMessage
 
 __all__ = [
+    "REQUEUED_FOR_HEADER",
     "TRACEPARENT_HEADER",
     "BrokerMessage",
     "DeadLetter",
+    "DeadLetterKeeper",
     "DeadLetterReader",
     "Delivery",
     "MessageBroker",
@@ -153,9 +166,24 @@ DEAD_REASON_HEADER = "eventfold-dead-reason"
 DEAD_ATTEMPTS_HEADER = "eventfold-attempts"
 
 
+REQUEUED_FOR_HEADER = "eventfold-requeued-for"
+"""On a requeued dead letter: the one group it is for, where every group shares a stream."""
+
+
 def dead_letter_headers(reason: str, attempts: int) -> dict[str, str]:
     """The headers a dead-lettered copy of a message carries: why, after how many tries."""
     return {DEAD_REASON_HEADER: reason, DEAD_ATTEMPTS_HEADER: str(attempts)}
+
+
+def requeue_headers(headers: Mapping[str, object], group: str) -> dict[str, str]:
+    """A dead letter's headers for its requeued copy: no dead-letter ones, for ``group``."""
+    dropped = (DEAD_REASON_HEADER, DEAD_ATTEMPTS_HEADER, REQUEUED_FOR_HEADER)
+    kept = {
+        key: str(value)
+        for key, value in headers.items()
+        if (key.startswith(_HEADER) or key == TRACEPARENT_HEADER) and key not in dropped
+    }
+    return {**kept, REQUEUED_FOR_HEADER: group}
 
 
 MessageHandler = Callable[[Delivery], Awaitable[None]]
@@ -197,11 +225,14 @@ class MessageSubscriber(Protocol):
         *,
         event_types: Collection[str] | None = None,
         max_deliveries: int = 5,
+        keep_stream_order: bool = False,
     ) -> Subscription:
         """Consume ``event_types`` (every type when ``None``) for ``group`` until stopped.
 
         The group is created on first use and receives messages published from then on.
-        The call returns once the consumer is ready to receive.
+        The call returns once the consumer is ready to receive. ``keep_stream_order``
+        retries a failing message in place and holds its stream's later messages back
+        until it succeeded or went to the dead letters.
         """
         ...
 
@@ -214,8 +245,28 @@ class DeadLetterReader(Protocol):
         ...
 
 
-class MessageBroker(MessagePublisher, MessageSubscriber, DeadLetterReader, Protocol):
-    """A broker connection: publishing, consuming and dead-letter inspection."""
+class DeadLetterKeeper(DeadLetterReader, Protocol):
+    """Reads, requeues and purges the messages a group gave up on."""
+
+    async def requeue_dead_letters(
+        self, group: str, *, event_ids: Collection[UUID] | None = None
+    ) -> int:
+        """Give dead letters (those of ``event_ids``, or all) back to ``group``; how many.
+
+        A requeued message goes to ``group`` only, starts its attempts afresh and is no
+        longer a dead letter.
+        """
+        ...
+
+    async def purge_dead_letters(
+        self, group: str, *, event_ids: Collection[UUID] | None = None
+    ) -> int:
+        """Delete dead letters (those of ``event_ids``, or all) of ``group``; how many."""
+        ...
+
+
+class MessageBroker(MessagePublisher, MessageSubscriber, DeadLetterKeeper, Protocol):
+    """A broker connection: publishing, consuming and dead-letter handling."""
 
     @property
     def name(self) -> str:

@@ -17,6 +17,11 @@ redelivers without limit, so a message whose consumer died during its last attem
 is still dead-lettered (on arrival) instead of being dropped with only an advisory.
 Connections do not reconnect by themselves: a publisher reconnects on its next call,
 a subscription reconnects with backoff.
+
+Order: a failed message is redelivered after the rest of the fetched ``batch``;
+``keep_stream_order`` retries it in place instead (reporting it in progress so JetStream
+does not redeliver it meanwhile). A requeued dead letter is published to its type's
+subject with an ``eventfold-requeued-for`` header; other groups acknowledge it unseen.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from uuid import UUID
 
 import nats
 import nats.errors
@@ -33,23 +39,24 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.client import JetStreamContext
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from eventfold.adapters.consumer_tasks import end_consumer_task, report_consumer_failure
+from eventfold.adapters.consumer import BrokerConsumer, Received
 from eventfold.errors import BrokerUnavailableError, MessagingError, PublishError
 from eventfold.ports.broker import (
+    REQUEUED_FOR_HEADER,
     BrokerMessage,
     DeadLetter,
-    Delivery,
     MessageHandler,
     check_group_name,
     dead_letter_headers,
+    requeue_headers,
 )
 
 __all__ = ["NatsBroker", "NatsSubscription", "create_nats_broker"]
 
 _log = logging.getLogger("eventfold.brokers")
 _NAME = "nats"
+_EVENT_ID = "eventfold-event-id"
 _FETCH_WAIT = 5.0
 """Seconds one pull request waits for messages before it is renewed."""
 
@@ -110,8 +117,10 @@ class _Layout:
             )
 
 
-class NatsSubscription:
+class NatsSubscription(BrokerConsumer[Msg]):
     """A pull consumer of one group on its own connection; it reconnects after an outage."""
+
+    broker_name = _NAME
 
     def __init__(
         self,
@@ -122,49 +131,34 @@ class NatsSubscription:
         *,
         event_types: Collection[str] | None,
         max_deliveries: int,
+        keep_stream_order: bool,
         ack_wait: float,
         batch: int,
     ) -> None:
+        super().__init__(
+            group,
+            handler,
+            event_types=event_types,
+            max_deliveries=max_deliveries,
+            keep_stream_order=keep_stream_order,
+        )
         self._url = url
         self._layout = layout
-        self._group = group
-        self._handler = handler
-        self._event_types = None if event_types is None else frozenset(event_types)
-        self._max_deliveries = max_deliveries
         self._ack_wait = ack_wait
+        # Held messages (waiting out an outage, parked behind a failing one) are
+        # reported in progress well before JetStream would redeliver them.
+        self.keep_alive_every = ack_wait / 3
         self._batch = batch
         self._nc: Client | None = None
-        self._handling = False
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def group(self) -> str:
-        """The group this subscription consumes for."""
-        return self._group
-
-    async def start(self) -> None:
-        """Create the durable consumer and start pulling."""
-        pull = await self._open()
-        self._task = asyncio.create_task(self._run(pull), name=f"eventfold-nats-{self._group}")
-        self._task.add_done_callback(report_consumer_failure)
-
-    async def stop(self) -> None:
-        """Finish the delivery in hand, then stop and close the connection."""
-        self._stopping = True
-        try:
-            await end_consumer_task(self._task, handling=self._handling)
-        finally:
-            # A consumer that died of an error still gives its connection back.
-            await self._close()
+        self._pull: JetStreamContext.PullSubscription | None = None
 
     def _filter(self) -> str:
         if self._event_types is not None and len(self._event_types) == 1:
             return self._layout.subject(next(iter(self._event_types)))
         return f"{self._layout.prefix}.>"
 
-    async def _open(self) -> JetStreamContext.PullSubscription:
-        await self._close()
+    async def _connect(self) -> None:
+        await self._disconnect()
         self._nc = await _connect(self._url, self._ack_wait)
         js = self._nc.jetstream()
         await self._layout.declare(js)
@@ -177,91 +171,64 @@ class NatsSubscription:
             filter_subject=self._filter(),
         )
         with _translated("create a consumer"):
-            return await js.pull_subscribe(
+            self._pull = await js.pull_subscribe(
                 self._filter(), durable=self._group, stream=self._layout.stream, config=config
             )
 
-    async def _close(self) -> None:
-        nc, self._nc = self._nc, None
+    async def _disconnect(self) -> None:
+        nc, self._nc, self._pull = self._nc, None, None
         if nc is not None and not nc.is_closed:
             with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
                 await nc.flush(timeout=1)  # acknowledgements still buffered
             with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
                 await nc.close()
 
-    async def _run(self, pull: JetStreamContext.PullSubscription) -> None:
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(BrokerUnavailableError),
-            wait=wait_exponential(multiplier=0.1, max=5),
-            before_sleep=lambda state: _log.warning(
-                "consumer %s lost NATS, reconnecting: %s", self._group, state.outcome
-            ),
-        )
-        async for attempt in retrying:
-            with attempt:
-                if attempt.retry_state.attempt_number > 1:
-                    pull = await self._open()
-                await self._consume(pull)
-
-    async def _consume(self, pull: JetStreamContext.PullSubscription) -> None:
-        while not self._stopping:
-            with _translated("fetch"):
-                try:
-                    batch = await pull.fetch(self._batch, timeout=_FETCH_WAIT)
-                except nats.errors.TimeoutError:
-                    continue  # nothing arrived while the pull request was open
-            self._handling = True
+    async def _receive(self) -> list[Received[Msg]]:
+        if self._pull is None:
+            raise BrokerUnavailableError(_NAME, "the consumer is not connected")
+        with _translated("fetch"):
             try:
-                for msg in batch:
-                    await self._handle(msg)
-            finally:
-                self._handling = False
+                batch = await self._pull.fetch(self._batch, timeout=_FETCH_WAIT)
+            except nats.errors.TimeoutError:
+                return []  # nothing arrived while the pull request was open
+        return [_received(msg) for msg in batch]
 
-    async def _handle(self, msg: Msg) -> None:
-        attempt = msg.metadata.num_delivered or 1
-        try:
-            message = _from_nats(msg)
-        except MessagingError as exc:
-            await self._bury(msg, attempt, repr(exc))
-            return
-        if self._event_types is not None and message.type_name not in self._event_types:
-            await self._settle(msg.ack())
-        elif attempt > self._max_deliveries:
-            await self._bury(msg, attempt - 1, "the consumer stopped during the last attempt")
-        else:
-            await self._deliver(msg, Delivery(message=message, attempt=attempt, group=self._group))
+    async def _ack(self, raw: Msg) -> None:
+        with _translated("acknowledge"):
+            await raw.ack()
 
-    async def _deliver(self, msg: Msg, delivery: Delivery) -> None:
-        try:
-            await self._handler(delivery)
-        except Exception as exc:  # noqa: BLE001 - any handler failure means "deliver again"
-            if delivery.attempt >= self._max_deliveries:
-                await self._bury(msg, delivery.attempt, repr(exc))
-            else:
-                await self._settle(msg.nak())
-        else:
-            await self._settle(msg.ack())
+    async def _give_back(self, raw: Msg, attempt: int) -> None:
+        with _translated("give a message back"):
+            await raw.nak()
 
-    async def _bury(self, msg: Msg, attempts: int, reason: str) -> None:
+    async def _keep_alive(self, raw: Msg) -> None:
+        with _translated("report progress"):
+            await raw.in_progress()
+
+    async def _bury(self, raw: Msg, attempts: int, reason: str) -> None:
         """Publish a message to the group's dead letters with why, then acknowledge it."""
         if self._nc is None:  # the connection went away mid-delivery: redelivered later
             raise BrokerUnavailableError(_NAME, "the consumer connection closed")
-        event_id = (msg.headers or {}).get("eventfold-event-id", msg.reply)
+        # The stream sequence tells a message from its requeued copy, which may die again.
         headers = {
-            **(msg.headers or {}),
+            **(raw.headers or {}),
             **dead_letter_headers(reason, attempts),
-            "Nats-Msg-Id": f"{self._group}:{event_id}",
+            "Nats-Msg-Id": f"{self._group}:{raw.metadata.sequence.stream}",
         }
         with _translated("dead-letter a message"):
             await self._nc.jetstream().publish(
-                self._layout.dead_subject(self._group), msg.data, headers=headers
+                self._layout.dead_subject(self._group), raw.data, headers=headers
             )
-        await self._settle(msg.ack())
+            await raw.ack()
 
-    @staticmethod
-    async def _settle(acknowledgement: Awaitable[None]) -> None:
-        with _translated("acknowledge"):
-            await acknowledgement
+
+def _received(msg: Msg) -> Received[Msg]:
+    attempt = msg.metadata.num_delivered or 1
+    requeued_for = (msg.headers or {}).get(REQUEUED_FOR_HEADER)
+    try:
+        return Received(msg, attempt, _from_nats(msg), requeued_for=requeued_for)
+    except MessagingError as exc:
+        return Received(msg, attempt, None, repr(exc))
 
 
 class NatsBroker:
@@ -324,6 +291,7 @@ class NatsBroker:
         *,
         event_types: Collection[str] | None = None,
         max_deliveries: int = 5,
+        keep_stream_order: bool = False,
     ) -> NatsSubscription:
         """Consume ``event_types`` (every type when ``None``) for ``group`` until stopped."""
         subscription = NatsSubscription(
@@ -333,6 +301,7 @@ class NatsBroker:
             handler,
             event_types=event_types,
             max_deliveries=max_deliveries,
+            keep_stream_order=keep_stream_order,
             ack_wait=self._ack_wait,
             batch=self._batch,
         )
@@ -359,6 +328,56 @@ class NatsBroker:
                 letters.append(_dead_letter(raw, group))
                 sequence = (raw.seq or sequence) + 1
         return letters
+
+    async def requeue_dead_letters(
+        self, group: str, *, event_ids: Collection[UUID] | None = None
+    ) -> int:
+        """Publish dead letters (those of ``event_ids``, or all) again, for ``group`` only."""
+        js = await self._jetstream()
+        letters = await self._dead(js, group, event_ids)
+        with _translated("requeue dead letters"):
+            for raw in letters:
+                headers = {
+                    **requeue_headers(raw.headers or {}, group),
+                    "Nats-Msg-Id": f"requeued:{group}:{raw.seq}",
+                }
+                type_name = headers.get("eventfold-type", "unknown")
+                await js.publish(self._layout.subject(type_name), raw.data or b"", headers=headers)
+                await js.delete_msg(self._layout.dead_stream, raw.seq or 0)
+        return len(letters)
+
+    async def purge_dead_letters(
+        self, group: str, *, event_ids: Collection[UUID] | None = None
+    ) -> int:
+        """Delete dead letters (those of ``event_ids``, or all) of ``group``; how many."""
+        js = await self._jetstream()
+        letters = await self._dead(js, group, event_ids)
+        with _translated("purge dead letters"):
+            for raw in letters:
+                await js.delete_msg(self._layout.dead_stream, raw.seq or 0)
+        return len(letters)
+
+    async def _dead(
+        self, js: JetStreamContext, group: str, event_ids: Collection[UUID] | None
+    ) -> list[nats.js.api.RawStreamMsg]:
+        """The dead letters of ``group`` (those of ``event_ids``, or all), oldest first."""
+        chosen = None if event_ids is None else {str(event_id) for event_id in event_ids}
+        found: list[nats.js.api.RawStreamMsg] = []
+        sequence = 1
+        with _translated("read dead letters"):
+            while True:
+                try:
+                    raw = await js.get_msg(
+                        self._layout.dead_stream,
+                        seq=sequence,
+                        subject=self._layout.dead_subject(group),
+                        next=True,
+                    )
+                except nats.js.errors.NotFoundError:
+                    return found
+                if chosen is None or (raw.headers or {}).get(_EVENT_ID) in chosen:
+                    found.append(raw)
+                sequence = (raw.seq or sequence) + 1
 
     async def close(self) -> None:
         """Stop every subscription and close the publishing connection."""

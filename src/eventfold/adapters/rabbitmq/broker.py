@@ -16,15 +16,19 @@ last failed attempt (recording the handler's error), and ``x-delivery-limit`` ma
 broker dead-letter a message whose consumer keeps dying before it can. A group's
 ``max_deliveries`` is fixed when its queue is created. Messages a stopped consumer had
 prefetched but not handled go back to the queue with their count raised.
+
+Order: a failed message is requeued behind the messages the consumer already holds (up
+to ``prefetch``); ``keep_stream_order`` retries it in place instead. A requeued dead
+letter is published straight into ``X.G`` through the default exchange.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Collection, Iterator, Sequence
-from typing import cast
+from typing import Any, cast
+from uuid import UUID
 
 import aio_pika
 import aiormq.exceptions
@@ -37,9 +41,8 @@ from aio_pika.abc import (
     AbstractQueueIterator,
 )
 from aiormq.abc import ChannelFrame
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from eventfold.adapters.consumer_tasks import end_consumer_task, report_consumer_failure
+from eventfold.adapters.consumer import BrokerConsumer, Received
 from eventfold.adapters.rabbitmq.wire import publish_frames, short_string
 from eventfold.errors import BrokerUnavailableError, MessagingError, PublishError
 from eventfold.ports.broker import (
@@ -47,16 +50,16 @@ from eventfold.ports.broker import (
     DEAD_REASON_HEADER,
     BrokerMessage,
     DeadLetter,
-    Delivery,
     MessageHandler,
     check_group_name,
     dead_letter_headers,
+    requeue_headers,
 )
 
 __all__ = ["RabbitMQBroker", "RabbitMQSubscription", "create_rabbitmq_broker"]
 
-_log = logging.getLogger("eventfold.brokers")
 _NAME = "rabbitmq"
+_EVENT_ID = "eventfold-event-id"
 # Errors that mean "the broker (or the way to it) is gone", as opposed to a refusal.
 # aio-pika raises a bare RuntimeError for a channel whose connection has closed.
 _UNREACHABLE = (OSError, TimeoutError, RuntimeError, aiormq.exceptions.ChannelInvalidStateError)
@@ -128,8 +131,10 @@ class _Topology:
         return queue
 
 
-class RabbitMQSubscription:
+class RabbitMQSubscription(BrokerConsumer[AbstractIncomingMessage]):
     """A consumer of one group on its own connection; it reconnects after an outage."""
+
+    broker_name = _NAME
 
     def __init__(
         self,
@@ -140,129 +145,92 @@ class RabbitMQSubscription:
         *,
         event_types: Collection[str] | None,
         max_deliveries: int,
+        keep_stream_order: bool,
         prefetch: int,
     ) -> None:
+        super().__init__(
+            group,
+            handler,
+            event_types=None,  # the queue's bindings filter the types
+            max_deliveries=max_deliveries,
+            keep_stream_order=keep_stream_order,
+        )
         self._url = url
         self._topology = topology
-        self._group = group
-        self._handler = handler
-        self._event_types = event_types
-        self._max_deliveries = max_deliveries
+        self._event_types_bound = event_types
         self._prefetch = prefetch
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._handling = False
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._iterator: AbstractQueueIterator | None = None
 
-    @property
-    def group(self) -> str:
-        """The group this subscription consumes for."""
-        return self._group
-
-    async def start(self) -> None:
-        """Declare the group's queues and start consuming."""
-        iterator = await self._open()
-        self._task = asyncio.create_task(
-            self._run(iterator), name=f"eventfold-rabbitmq-{self._group}"
-        )
-        self._task.add_done_callback(report_consumer_failure)
-
-    async def stop(self) -> None:
-        """Finish the delivery in hand, then stop and close the connection."""
-        self._stopping = True
-        try:
-            await end_consumer_task(self._task, handling=self._handling)
-        finally:
-            # A consumer that died of an error still gives its connection back.
-            await self._close()
-
-    async def _open(self) -> AbstractQueueIterator:
-        await self._close()
+    async def _connect(self) -> None:
+        await self._disconnect()
         with _translated("open a consumer"):
             self._connection = await aio_pika.connect(self._url, timeout=10)
             self._channel = await self._connection.channel()
             await self._channel.set_qos(prefetch_count=self._prefetch)
             await self._topology.declare_exchanges(self._channel)
             queue = await self._topology.declare_group(
-                self._channel, self._group, self._event_types, self._max_deliveries
+                self._channel, self._group, self._event_types_bound, self._max_deliveries
             )
-            iterator = queue.iterator()
-            await iterator.consume()
-            return iterator
+            self._iterator = queue.iterator()
+            await self._iterator.consume()
 
-    async def _close(self) -> None:
+    async def _disconnect(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
+        self._iterator = None
         if connection is not None:
             with contextlib.suppress(*_UNREACHABLE, aiormq.exceptions.AMQPError):
                 await connection.close()
 
-    async def _run(self, iterator: AbstractQueueIterator) -> None:
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(BrokerUnavailableError),
-            wait=wait_exponential(multiplier=0.1, max=5),
-            before_sleep=lambda state: _log.warning(
-                "consumer %s lost RabbitMQ, reconnecting: %s", self._group, state.outcome
-            ),
-        )
-        async for attempt in retrying:
-            with attempt:
-                if attempt.retry_state.attempt_number > 1:
-                    iterator = await self._open()
-                await self._consume(iterator)
-
-    async def _consume(self, iterator: AbstractQueueIterator) -> None:
+    async def _receive(self) -> list[Received[AbstractIncomingMessage]]:
+        if self._iterator is None:
+            raise BrokerUnavailableError(_NAME, "the consumer is not connected")
         with _translated("consume"):
-            while not self._stopping:
-                try:
-                    incoming = await iterator.__anext__()
-                except StopAsyncIteration:
-                    # The iterator ends when its channel closed under it.
-                    raise BrokerUnavailableError(_NAME, "the consumer channel closed") from None
-                self._handling = True
-                try:
-                    await self._handle(incoming)
-                finally:
-                    self._handling = False
-
-    async def _handle(self, incoming: AbstractIncomingMessage) -> None:
+            try:
+                incoming = await self._iterator.__anext__()
+            except StopAsyncIteration:
+                # The iterator ends when its channel closed under it.
+                raise BrokerUnavailableError(_NAME, "the consumer channel closed") from None
         attempt = int(str((incoming.headers or {}).get("x-delivery-count", 0))) + 1
         try:
-            message = _from_amqp(incoming)
+            return [Received(incoming, attempt, _from_amqp(incoming))]
         except MessagingError as exc:
-            await self._bury(incoming, attempt, repr(exc))
-            return
-        try:
-            await self._handler(Delivery(message=message, attempt=attempt, group=self._group))
-        except Exception as exc:  # noqa: BLE001 - any handler failure means "deliver again"
-            if attempt >= self._max_deliveries:
-                await self._bury(incoming, attempt, repr(exc))
-            else:
-                await incoming.nack(requeue=True)
-        else:
-            await incoming.ack()
+            return [Received(incoming, attempt, None, repr(exc))]
 
-    async def _bury(self, incoming: AbstractIncomingMessage, attempts: int, reason: str) -> None:
+    async def _ack(self, raw: AbstractIncomingMessage) -> None:
+        with _translated("acknowledge"):
+            await raw.ack()
+
+    async def _give_back(self, raw: AbstractIncomingMessage, attempt: int) -> None:
+        with _translated("give a message back"):
+            await raw.nack(requeue=True)
+
+    async def _bury(self, raw: AbstractIncomingMessage, attempts: int, reason: str) -> None:
         """Move a message to the group's dead letters with why, then acknowledge it."""
         if self._channel is None:  # the connection went away mid-delivery: redelivered later
             raise BrokerUnavailableError(_NAME, "the consumer channel closed")
-        dead_exchange = await self._channel.get_exchange(self._topology.dead_exchange)
-        headers = {
-            **(incoming.headers or {}),
-            **dead_letter_headers(reason, attempts),
-        }
-        copy = aio_pika.Message(
-            body=incoming.body,
-            headers=headers,
-            content_type=incoming.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=incoming.message_id,
-            correlation_id=incoming.correlation_id,
-            type=incoming.type,
-            app_id=incoming.app_id,
-        )
-        await dead_exchange.publish(copy, routing_key=self._group, mandatory=False)
-        await incoming.ack()
+        with _translated("dead-letter a message"):
+            dead_exchange = await self._channel.get_exchange(self._topology.dead_exchange)
+            headers = {**(raw.headers or {}), **dead_letter_headers(reason, attempts)}
+            await dead_exchange.publish(
+                _copy(raw, headers), routing_key=self._group, mandatory=False
+            )
+            await raw.ack()
+
+
+def _copy(incoming: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    """A persistent copy of a received message with other headers."""
+    return aio_pika.Message(
+        body=incoming.body,
+        headers=headers,
+        content_type=incoming.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=incoming.message_id,
+        correlation_id=incoming.correlation_id,
+        type=incoming.type,
+        app_id=incoming.app_id,
+    )
 
 
 class RabbitMQBroker:
@@ -311,6 +279,7 @@ class RabbitMQBroker:
         *,
         event_types: Collection[str] | None = None,
         max_deliveries: int = 5,
+        keep_stream_order: bool = False,
     ) -> RabbitMQSubscription:
         """Consume ``event_types`` (every type when ``None``) for ``group`` until stopped."""
         subscription = RabbitMQSubscription(
@@ -320,6 +289,7 @@ class RabbitMQBroker:
             handler,
             event_types=event_types,
             max_deliveries=max_deliveries,
+            keep_stream_order=keep_stream_order,
             prefetch=self._prefetch,
         )
         self._groups.add(group)
@@ -340,6 +310,48 @@ class RabbitMQBroker:
                 except aiormq.exceptions.ChannelNotFoundEntity:
                     return []
                 return await _peek(queue, group, limit)
+
+    async def requeue_dead_letters(
+        self, group: str, *, event_ids: Collection[UUID] | None = None
+    ) -> int:
+        """Give dead letters (those of ``event_ids``, or all) back to ``group``'s queue only."""
+        return await self._take_dead(group, event_ids, requeue=True)
+
+    async def purge_dead_letters(
+        self, group: str, *, event_ids: Collection[UUID] | None = None
+    ) -> int:
+        """Delete dead letters (those of ``event_ids``, or all) of ``group``; how many."""
+        return await self._take_dead(group, event_ids, requeue=False)
+
+    async def _take_dead(
+        self, group: str, event_ids: Collection[UUID] | None, *, requeue: bool
+    ) -> int:
+        connection = await self._ready_connection()
+        chosen = None if event_ids is None else {str(event_id) for event_id in event_ids}
+        taken = 0
+        with _translated("requeue dead letters" if requeue else "purge dead letters"):
+            # Letters not chosen stay unacknowledged; closing the channel puts them back
+            # in their place. A chosen one is acknowledged only once its copy is confirmed.
+            async with connection.channel(publisher_confirms=True) as channel:
+                try:
+                    queue = await channel.declare_queue(
+                        self._topology.dead_queue(group), passive=True
+                    )
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    return 0
+                while (incoming := await queue.get(no_ack=False, fail=False)) is not None:
+                    headers = incoming.headers or {}
+                    if chosen is not None and str(headers.get(_EVENT_ID)) not in chosen:
+                        continue
+                    if requeue:
+                        copy = _copy(incoming, requeue_headers(headers, group))
+                        # The default exchange routes by queue name: to this group alone.
+                        await channel.default_exchange.publish(
+                            copy, routing_key=self._topology.queue(group)
+                        )
+                    await incoming.ack()
+                    taken += 1
+        return taken
 
     async def close(self) -> None:
         """Stop every subscription and close the publishing connection."""

@@ -17,6 +17,11 @@ such read raises the entry's delivery counter, which is the attempt number. Afte
 the last failed attempt the entry is added to the dead-letter stream and acknowledged
 in one MULTI. A consumer that died leaves entries pending: after ``claim_idle``
 seconds another consumer of the group takes them over (XAUTOCLAIM).
+
+Order: a failed entry comes back after the rest of the entries read with it, then
+before new ones; ``keep_stream_order`` retries it in place instead (re-claiming held
+entries so no other consumer takes them over). A requeued dead letter is appended again
+with an ``eventfold-requeued-for`` field; other groups acknowledge it unseen.
 """
 
 from __future__ import annotations
@@ -28,22 +33,23 @@ import time
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
+from uuid import UUID
 
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from eventfold.adapters.consumer_tasks import end_consumer_task, report_consumer_failure
+from eventfold.adapters.consumer import BrokerConsumer, Received
 from eventfold.errors import BrokerUnavailableError, MessagingError, PublishError
 from eventfold.ports.broker import (
+    REQUEUED_FOR_HEADER,
     BrokerMessage,
     DeadLetter,
-    Delivery,
     MessageHandler,
     check_group_name,
     dead_letter_headers,
+    requeue_headers,
 )
 
 __all__ = ["RedisStreamsBroker", "RedisStreamsSubscription", "create_redis_streams_broker"]
@@ -100,8 +106,10 @@ class _Keys:
         return f"{self.prefix}:dead:{group}"
 
 
-class RedisStreamsSubscription:
+class RedisStreamsSubscription(BrokerConsumer[tuple[str, dict[str, str]]]):
     """A consumer of one group with a name of its own; it reconnects after an outage."""
+
+    broker_name = _NAME
 
     def __init__(
         self,
@@ -112,52 +120,42 @@ class RedisStreamsSubscription:
         *,
         event_types: Collection[str] | None,
         max_deliveries: int,
+        keep_stream_order: bool,
         claim_idle: float,
         batch: int,
     ) -> None:
+        super().__init__(
+            group,
+            handler,
+            event_types=event_types,
+            max_deliveries=max_deliveries,
+            keep_stream_order=keep_stream_order,
+        )
         self._redis = client
         self._keys = keys
-        self._group = group
         self._consumer = f"{group}-{uuid.uuid4().hex[:12]}"
-        self._handler = handler
-        self._event_types = None if event_types is None else frozenset(event_types)
-        self._max_deliveries = max_deliveries
         self._claim_idle_ms = int(claim_idle * 1000)
+        # Held entries are touched well before another consumer could claim them.
+        self.keep_alive_every = claim_idle / 3
         self._batch = batch
         self._next_claim = 0.0
-        self._handling = False
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._own_from: str | None = "0"
 
-    @property
-    def group(self) -> str:
-        """The group this subscription consumes for."""
-        return self._group
-
-    async def start(self) -> None:
-        """Create the group if needed and start reading."""
-        await self._create_group()
-        self._task = asyncio.create_task(self._run(), name=f"eventfold-redis-{self._group}")
-        self._task.add_done_callback(report_consumer_failure)
-
-    async def stop(self) -> None:
-        """Finish the delivery in hand, then stop; leave the group tidy."""
-        self._stopping = True
-        try:
-            await end_consumer_task(self._task, handling=self._handling)
-        finally:
-            # A consumer that died of an error still leaves the group tidy and disconnects.
-            with contextlib.suppress(MessagingError):
-                await self._forget_consumer()
-            await self._redis.aclose()
-
-    async def _create_group(self) -> None:
+    async def _connect(self) -> None:
         with _translated("create a consumer group"):
             try:
                 await self._redis.xgroup_create(self._keys.stream, self._group, "$", mkstream=True)
             except redis.exceptions.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+        # Entries this consumer held when the connection went are read again first.
+        self._own_from = "0"
+
+    async def _disconnect(self) -> None:
+        # A consumer that died of an error still leaves the group tidy and disconnects.
+        with contextlib.suppress(MessagingError):
+            await self._forget_consumer()
+        await self._redis.aclose()
 
     async def _forget_consumer(self) -> None:
         # A consumer with pending entries stays, so that another consumer can claim them.
@@ -168,36 +166,35 @@ class RedisStreamsSubscription:
             if not pending:
                 await self._redis.xgroup_delconsumer(self._keys.stream, self._group, self._consumer)
 
-    async def _run(self) -> None:
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(BrokerUnavailableError),
-            wait=wait_exponential(multiplier=0.1, max=5),
-            before_sleep=lambda state: _log.warning(
-                "consumer %s lost Redis, reconnecting: %s", self._group, state.outcome
-            ),
-        )
-        async for attempt in retrying:
-            with attempt:
-                if attempt.retry_state.attempt_number > 1:
-                    await self._create_group()
-                await self._consume()
-
-    async def _consume(self) -> None:
-        while not self._stopping:
-            entries = await self._next_entries()
-            self._handling = True
-            try:
-                for entry in entries:
-                    await self._handle(entry)
-            finally:
-                self._handling = False
+    async def _receive(self) -> list[Received[tuple[str, dict[str, str]]]]:
+        received = []
+        for entry_id, fields, attempt in await self._next_entries():
+            if fields:
+                received.append(_received(entry_id, fields, attempt))
+                continue
+            # Trimmed by MAXLEN while pending: nothing left to deliver.
+            _log.warning(
+                "entry %s of %s was trimmed before %s handled it",
+                entry_id,
+                self._keys.stream,
+                self._group,
+            )
+            await self._ack((entry_id, fields))
+        return received
 
     async def _next_entries(self) -> list[Entry]:
         """Own failed entries first, then entries dead consumers left, then new ones."""
         with _translated("read"):
-            own = await self._read_from("0", block=None)
-            if own:
-                return await self._with_attempts(own)
+            if self._own_from is not None:
+                own = await self._read_from(self._own_from, block=None)
+                if own:
+                    if self._keep_stream_order:
+                        # In hand until settled, so the next read starts after them.
+                        self._own_from = own[-1][0]
+                    return await self._with_attempts(own)
+                if self._keep_stream_order:
+                    # Failures are retried in place: own entries are read once per connection.
+                    self._own_from = None
             if time.monotonic() >= self._next_claim:
                 self._next_claim = time.monotonic() + self._claim_idle_ms / 2000
                 claimed = await self._claim()
@@ -237,57 +234,41 @@ class RedisStreamsSubscription:
         counts = {row["message_id"]: int(row["times_delivered"]) for row in pending}
         return [(entry_id, fields, counts.get(entry_id, 1)) for entry_id, fields in entries]
 
-    async def _handle(self, entry: Entry) -> None:
-        entry_id, fields, attempt = entry
-        if not fields:  # trimmed by MAXLEN while pending: nothing left to deliver
-            _log.warning(
-                "entry %s of %s was trimmed before %s handled it",
-                entry_id,
-                self._keys.stream,
-                self._group,
-            )
-            await self._ack(entry_id)
-            return
-        try:
-            message = _from_fields(fields)
-        except MessagingError as exc:
-            await self._bury(entry_id, fields, attempt, repr(exc))
-            return
-        if self._event_types is not None and message.type_name not in self._event_types:
-            await self._ack(entry_id)
-        elif attempt > self._max_deliveries:
-            await self._bury(
-                entry_id, fields, attempt - 1, "the consumer stopped during the last attempt"
-            )
-        else:
-            await self._deliver(
-                entry_id, fields, Delivery(message=message, attempt=attempt, group=self._group)
-            )
-
-    async def _deliver(self, entry_id: str, fields: dict[str, str], delivery: Delivery) -> None:
-        try:
-            await self._handler(delivery)
-        except Exception as exc:  # noqa: BLE001 - any handler failure means "deliver again"
-            if delivery.attempt >= self._max_deliveries:
-                await self._bury(entry_id, fields, delivery.attempt, repr(exc))
-            # Otherwise the entry stays pending and the next read of our own entries retries it.
-        else:
-            await self._ack(entry_id)
-
-    async def _ack(self, entry_id: str) -> None:
+    async def _ack(self, raw: tuple[str, dict[str, str]]) -> None:
         with _translated("acknowledge"):
-            await self._redis.xack(self._keys.stream, self._group, entry_id)
+            await self._redis.xack(self._keys.stream, self._group, raw[0])
 
-    async def _bury(
-        self, entry_id: str, fields: dict[str, str], attempts: int, reason: str
-    ) -> None:
+    async def _give_back(self, raw: tuple[str, dict[str, str]], attempt: int) -> None:
+        # The entry stays pending and the next read of our own entries retries it.
+        pass
+
+    async def _keep_alive(self, raw: tuple[str, dict[str, str]]) -> None:
+        # Claiming an entry one holds resets its idle time; JUSTID leaves its count alone.
+        with _translated("keep an entry"):
+            await self._redis.xclaim(
+                self._keys.stream, self._group, self._consumer, 0, [raw[0]], justid=True
+            )
+
+    async def _bury(self, raw: tuple[str, dict[str, str]], attempts: int, reason: str) -> None:
         """Add an entry to the group's dead letters with why and acknowledge it, atomically."""
+        entry_id, fields = raw
         letter = {**fields, **dead_letter_headers(reason, attempts)}
         with _translated("dead-letter a message"):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.xadd(self._keys.dead(self._group), letter)  # type: ignore[arg-type]
                 pipe.xack(self._keys.stream, self._group, entry_id)
                 await pipe.execute()
+
+
+def _received(
+    entry_id: str, fields: dict[str, str], attempt: int
+) -> Received[tuple[str, dict[str, str]]]:
+    requeued_for = fields.get(REQUEUED_FOR_HEADER)
+    raw = (entry_id, fields)
+    try:
+        return Received(raw, attempt, _from_fields(fields), requeued_for=requeued_for)
+    except MessagingError as exc:
+        return Received(raw, attempt, None, repr(exc))
 
 
 class RedisStreamsBroker:
@@ -345,6 +326,7 @@ class RedisStreamsBroker:
         *,
         event_types: Collection[str] | None = None,
         max_deliveries: int = 5,
+        keep_stream_order: bool = False,
     ) -> RedisStreamsSubscription:
         """Consume ``event_types`` (every type when ``None``) for ``group`` until stopped."""
         subscription = RedisStreamsSubscription(
@@ -355,6 +337,7 @@ class RedisStreamsBroker:
             handler,
             event_types=event_types,
             max_deliveries=max_deliveries,
+            keep_stream_order=keep_stream_order,
             claim_idle=self._claim_idle,
             batch=self._batch,
         )
@@ -368,6 +351,46 @@ class RedisStreamsBroker:
         with _translated("read dead letters"):
             entries: Any = await self._redis.xrange(self._keys.dead(group), count=limit)
         return [_dead_letter(fields, group) for _, fields in entries]
+
+    async def requeue_dead_letters(
+        self, group: str, *, event_ids: Collection[UUID] | None = None
+    ) -> int:
+        """Append dead letters (those of ``event_ids``, or all) again, for ``group`` only."""
+        letters = await self._dead(group, event_ids)
+        with _translated("requeue dead letters"):
+            for entry_id, fields in letters:
+                copy = {**requeue_headers(fields, group), "data": fields.get("data", "")}
+                # Appended and removed from the dead letters at once.
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.xadd(self._keys.stream, copy, maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
+                    pipe.xdel(self._keys.dead(group), entry_id)
+                    await pipe.execute()
+        return len(letters)
+
+    async def purge_dead_letters(
+        self, group: str, *, event_ids: Collection[UUID] | None = None
+    ) -> int:
+        """Delete dead letters (those of ``event_ids``, or all) of ``group``; how many."""
+        letters = await self._dead(group, event_ids)
+        if letters:
+            with _translated("purge dead letters"):
+                await self._redis.xdel(
+                    self._keys.dead(group), *(entry_id for entry_id, _ in letters)
+                )
+        return len(letters)
+
+    async def _dead(
+        self, group: str, event_ids: Collection[UUID] | None
+    ) -> list[tuple[str, dict[str, str]]]:
+        """The dead-letter entries of ``group`` (those of ``event_ids``, or all), oldest first."""
+        chosen = None if event_ids is None else {str(event_id) for event_id in event_ids}
+        with _translated("read dead letters"):
+            entries: Any = await self._redis.xrange(self._keys.dead(group))
+        return [
+            (entry_id, fields)
+            for entry_id, fields in entries
+            if chosen is None or fields.get("eventfold-event-id") in chosen
+        ]
 
     async def close(self) -> None:
         """Stop every subscription and close the connections."""

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from eventfold.errors import BrokerUnavailableError
+from eventfold.errors import BrokerUnavailableError, StoreUnavailableError
 from eventfold.ports.broker import (
     BrokerMessage,
     DeadLetter,
@@ -116,9 +116,14 @@ class BrokerContract:
         group: str | None = None,
         event_types: Collection[str] | None = None,
         max_deliveries: int = 5,
+        keep_stream_order: bool = False,
     ) -> Subscription:
         return await broker.subscribe(
-            group or _group(), inbox, event_types=event_types, max_deliveries=max_deliveries
+            group or _group(),
+            inbox,
+            event_types=event_types,
+            max_deliveries=max_deliveries,
+            keep_stream_order=keep_stream_order,
         )
 
     async def _publish(self, broker: MessageBroker, messages: Sequence[BrokerMessage]) -> None:
@@ -261,3 +266,130 @@ class BrokerContract:
     ) -> None:
         with pytest.raises(BrokerUnavailableError):
             await self._publish(unreachable_broker, [make_message()])
+
+    async def test_an_outage_the_handler_meets_is_waited_out_without_spending_a_try(
+        self, broker: MessageBroker
+    ) -> None:
+        calls: list[int] = []
+
+        async def handler(delivery: Delivery) -> None:
+            calls.append(delivery.attempt)
+            if len(calls) <= 3:
+                raise StoreUnavailableError("postgresql", "connection refused")
+            await inbox(delivery)
+
+        inbox = Inbox()
+        group = _group()
+        subscription = await broker.subscribe(group, handler, max_deliveries=1)
+        message = make_message()
+        await self._publish(broker, [message])
+        assert await inbox.wait_for(1) == [message]
+        await subscription.stop()
+        assert calls == [1, 1, 1, 1]
+        assert await broker.read_dead_letters(group) == []
+
+    async def test_a_requeued_dead_letter_is_delivered_again_and_no_longer_listed_as_dead(
+        self, broker: MessageBroker
+    ) -> None:
+        failing = True
+        inbox = Inbox(fail=lambda _: failing)
+        subscription = await self._subscribe(broker, inbox, max_deliveries=2)
+        message = make_message()
+        await self._publish(broker, [message])
+        await _dead_letters(broker, subscription.group, 1)
+        failing = False
+        assert await broker.requeue_dead_letters(subscription.group) == 1
+        assert await inbox.wait_for(3) == [message] * 3
+        assert inbox.deliveries[2].attempt == 1  # the tries start afresh
+        assert await broker.read_dead_letters(subscription.group) == []
+        await subscription.stop()
+
+    async def test_requeue_gives_back_only_the_dead_letters_asked_for(
+        self, broker: MessageBroker
+    ) -> None:
+        first, second = make_message(), make_message()
+        inbox = Inbox(fail=lambda _: len(inbox.deliveries) <= 2)
+        subscription = await self._subscribe(broker, inbox, max_deliveries=1)
+        await self._publish(broker, [first, second])
+        await _dead_letters(broker, subscription.group, 2)
+        count = await broker.requeue_dead_letters(subscription.group, event_ids=[second.event_id])
+        assert count == 1
+        assert (await inbox.wait_for(3))[2] == second
+        [letter] = await broker.read_dead_letters(subscription.group)
+        assert letter.message == first
+        await subscription.stop()
+
+    async def test_a_requeued_dead_letter_goes_to_its_own_group_only(
+        self, broker: MessageBroker
+    ) -> None:
+        failing, other = True, Inbox()
+        inbox = Inbox(fail=lambda _: failing)
+        subscriptions = [
+            await self._subscribe(broker, inbox, max_deliveries=1),
+            await self._subscribe(broker, other),
+        ]
+        message, marker = make_message(), make_message()
+        await self._publish(broker, [message])
+        await _dead_letters(broker, subscriptions[0].group, 1)
+        failing = False
+        await broker.requeue_dead_letters(subscriptions[0].group)
+        assert await inbox.wait_for(2) == [message, message]
+        await self._publish(broker, [marker])
+        # Order is kept, so a copy sent to the other group would arrive before the marker.
+        assert await other.wait_for(2) == [message, marker]
+        for subscription in subscriptions:
+            await subscription.stop()
+
+    async def test_purged_dead_letters_are_gone(self, broker: MessageBroker) -> None:
+        inbox = Inbox(fail=lambda _: True)
+        subscription = await self._subscribe(broker, inbox, max_deliveries=1)
+        kept, purged = make_message(), make_message()
+        await self._publish(broker, [kept, purged])
+        await _dead_letters(broker, subscription.group, 2)
+        await subscription.stop()
+        assert await broker.purge_dead_letters(subscription.group, event_ids=[purged.event_id]) == 1
+        assert [d.message for d in await broker.read_dead_letters(subscription.group)] == [kept]
+        assert await broker.purge_dead_letters(subscription.group) == 1
+        assert await broker.read_dead_letters(subscription.group) == []
+
+    async def test_with_stream_order_a_failing_message_holds_back_its_own_stream_only(
+        self, broker: MessageBroker
+    ) -> None:
+        late = make_message(aggregate_id="order-2")
+        first, poison, after = (make_message(aggregate_id="order-1") for _ in range(3))
+        handled: list[BrokerMessage] = []
+
+        def fail(delivery: Delivery) -> bool:
+            # The poison message fails until the other stream's message got through.
+            failed = delivery.message == poison and late not in handled
+            if not failed:
+                handled.append(delivery.message)
+            return failed
+
+        inbox = Inbox(fail=fail)
+        subscription = await self._subscribe(
+            broker, inbox, max_deliveries=50, keep_stream_order=True
+        )
+        await self._publish(broker, [first, poison, after])
+        await inbox.wait_for(2)  # the poison message failed once
+        await self._publish(broker, [late])
+        async with asyncio.timeout(WAIT):
+            while len(handled) < 4:
+                await inbox.wait_for(len(inbox.deliveries) + 1)
+        await subscription.stop()
+        assert [m for m in handled if m.aggregate_id == "order-1"] == [first, poison, after]
+        assert handled.index(late) < handled.index(poison)
+
+    async def test_with_stream_order_a_stream_goes_on_once_its_failing_message_is_dead(
+        self, broker: MessageBroker
+    ) -> None:
+        poison, after = make_message(), make_message()
+        inbox = Inbox(fail=lambda delivery: delivery.message == poison)
+        subscription = await self._subscribe(
+            broker, inbox, max_deliveries=2, keep_stream_order=True
+        )
+        await self._publish(broker, [poison, after])
+        assert await inbox.wait_for(3) == [poison, poison, after]
+        [letter] = await _dead_letters(broker, subscription.group, 1)
+        await subscription.stop()
+        assert (letter.message, letter.attempts) == (poison, 2)
