@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from typer.testing import CliRunner
 
-from eventfold.cli import _common
 from eventfold.adapters.redis import create_redis_streams_broker
+from eventfold.cli import _common
 from eventfold.ports import BrokerMessage
 from eventfold.testing.contracts.broker import Inbox, make_message
 from tests.conftest import REDIS_URL, require_service, unique_name
