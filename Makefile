@@ -1,6 +1,8 @@
 # One entry point per task, the same locally and in CI.
 VENV ?= .venv
 BIN := $(VENV)/bin
+# mkdocs-material prints a banner about its successor on every build: not ours to act on.
+export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: install demo test lint docs docs-build bench serve
 

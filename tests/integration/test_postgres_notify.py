@@ -117,3 +117,29 @@ async def test_commits_in_quick_succession_each_wake_a_reader_that_waits_again(
         async with storage.transaction() as session:
             await session.append("thing-1", [event_record(n=n)], expected_version=n - 1)
         assert await storage.wait_for_events(WAKE_WITHIN) is True
+
+
+async def test_a_reader_that_stops_waiting_while_listen_starts_leaves_no_connection_open() -> None:
+    require_service("postgres")
+    from eventfold.adapters.postgres.listener import EventListener  # noqa: PLC0415
+
+    listening = asyncio.Event()
+
+    class SlowListen(asyncpg.Connection):  # type: ignore[misc]
+        async def add_listener(self, *_: object) -> None:
+            listening.set()
+            await asyncio.Event().wait()  # LISTEN never answers: the reader gives up first
+
+    opened: list[asyncpg.Connection] = []
+
+    async def connect() -> asyncpg.Connection:
+        opened.append(await asyncpg.connect(POSTGRES_DSN, connection_class=SlowListen))
+        return opened[-1]
+
+    listener = EventListener(connect, "public", "postgres")
+    waiting = asyncio.create_task(listener.wait(WAKE_WITHIN))
+    await asyncio.wait_for(listening.wait(), WAKE_WITHIN)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert [connection.is_closed() for connection in opened] == [True]

@@ -54,6 +54,10 @@ class EventListener:
         except DRIVER_ERRORS as exc:
             connection.terminate()
             raise translate(exc, self._store) from exc
+        except BaseException:
+            # Cancelled mid-LISTEN (a reader stopped waiting): nobody else holds it.
+            connection.terminate()
+            raise
         connection.add_termination_listener(self._on_termination)
         self._connection = connection
         # Events may have committed before LISTEN took effect: wake the reader once.
