@@ -105,6 +105,7 @@ from eventfold.domain import (
 from eventfold.domain.personal_data import PersonalData, personal_data
 from eventfold.domain.specification import FieldSet, Specification, SpecificationBuilder
 from eventfold.errors import (
+    AggregateDefinitionError,
     AggregateNotFoundError,
     BrokerUnavailableError,
     CheckpointConflictError,
@@ -132,6 +133,7 @@ from eventfold.errors import (
     UnknownEventTypeError,
     UnknownFieldError,
     UnknownOperatorError,
+    UnregisteredEventError,
 )
 from eventfold.ports import LOG_START, LogPosition, StreamState
 from eventfold.serialization import EventRegistry, Upcaster
@@ -139,6 +141,7 @@ from eventfold.serialization import EventRegistry, Upcaster
 __all__ = [
     "DECLINED",
     "LOG_START",
+    "AggregateDefinitionError",
     "AggregateNotFoundError",
     "AggregateRoot",
     "Behavior",
@@ -244,6 +247,7 @@ __all__ = [
     "UnknownEventTypeError",
     "UnknownFieldError",
     "UnknownOperatorError",
+    "UnregisteredEventError",
     "Upcaster",
     "ValidationBehavior",
     "apply_event",

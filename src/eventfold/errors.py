@@ -12,6 +12,8 @@ never has to catch an asyncpg, aiosqlite, redis or aio-pika exception.
     │   └── EntityNotFoundError          → 404 not_found
     ├── ConfigurationError               wiring mistakes, found at registration or first use
     │   ├── MissingEventHandlerError     an aggregate cannot apply an event
+    │   ├── AggregateDefinitionError     an aggregate written in a shape eventfold would mishandle
+    │   ├── UnregisteredEventError       an event class to store was never registered
     │   ├── HandlerNotFoundError         no handler for a request type
     │   ├── DuplicateHandlerError        two handlers for one request type
     │   └── RegistrationError            no persistence handler for a type (or all declined)
@@ -37,6 +39,7 @@ never has to catch an asyncpg, aiosqlite, redis or aio-pika exception.
 from __future__ import annotations
 
 from eventfold.domain.errors import (
+    AggregateDefinitionError,
     ConfigurationError,
     DomainError,
     EntityNotFoundError,
@@ -51,6 +54,7 @@ from eventfold.domain.errors import (
 )
 
 __all__ = [
+    "AggregateDefinitionError",
     "AggregateNotFoundError",
     "BrokerUnavailableError",
     "CheckpointConflictError",
@@ -78,6 +82,7 @@ __all__ = [
     "UnknownEventTypeError",
     "UnknownFieldError",
     "UnknownOperatorError",
+    "UnregisteredEventError",
 ]
 
 
@@ -110,6 +115,23 @@ class RegistrationError(ConfigurationError):
         self.entity_type = entity_type
         self.kind = kind
         self.declined = declined
+
+
+class UnregisteredEventError(ConfigurationError):
+    """An event class was about to be stored without being registered with the EventRegistry.
+
+    Stored under a guessed name, it would only fail later, in a reader in another process.
+    """
+
+    def __init__(self, event_type: type) -> None:
+        name = event_type.__qualname__
+        super().__init__(
+            f"event class {name} is not registered with the EventRegistry: register it at "
+            f"start-up, in every process that writes or reads it - EventRegistry([..., {name}]) "
+            f"or events.register({name}) - and give it a stable name with "
+            f"@event_type({event_type.__name__!r}) if its class may be renamed or moved"
+        )
+        self.event_type = event_type
 
 
 class SerializationError(EventfoldError):

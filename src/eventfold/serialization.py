@@ -18,7 +18,12 @@ from pydantic import ValidationError as PydanticValidationError
 
 from eventfold.domain.errors import ConfigurationError
 from eventfold.domain.events import event_name, event_version
-from eventfold.errors import EventDecodeError, SerializationError, UnknownEventTypeError
+from eventfold.errors import (
+    EventDecodeError,
+    SerializationError,
+    UnknownEventTypeError,
+    UnregisteredEventError,
+)
 
 __all__ = ["EncodedEvent", "EventRegistry", "JsonCodec", "Upcaster"]
 
@@ -156,11 +161,15 @@ class EventRegistry:
             raise UnknownEventTypeError(type_name) from None
 
     def encode(self, event: object) -> EncodedEvent:
-        """The stored form of ``event``; registers its class on first sight."""
+        """The stored form of ``event``; :class:`UnregisteredEventError` for an unknown class.
+
+        Never registered on first sight: a name guessed at write time would be stored,
+        and only a reader in another process, which never saw the class, would fail.
+        """
         cls = type(event)
         type_name = self._names.get(cls)
         if type_name is None:
-            type_name = event_name(self.register(cls))
+            raise UnregisteredEventError(cls)
         codec = self._codecs[type_name]
         return EncodedEvent(type_name, self._versions[type_name], codec.encode(event))
 

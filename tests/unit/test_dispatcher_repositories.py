@@ -173,13 +173,41 @@ async def test_writes_in_a_caller_s_unit_of_work_land_when_it_commits(
     assert loaded.state.lines == ["apple"]
 
 
-async def test_a_caller_s_unit_of_work_left_uncommitted_writes_nothing(
+async def test_a_caller_s_unit_of_work_commits_when_its_block_ends_cleanly(
     dispatcher: PersistenceDispatcher[UnitOfWork], source: DataSource
 ) -> None:
     async with source.unit_of_work() as uow:
         order = Order("o-1")
         order.add("apple")
         await dispatcher.apply(order, uow)
+    [loaded] = await dispatcher.fetch_domain(Order, ["o-1"])
+    assert loaded.state.lines == ["apple"]
+
+
+async def test_a_caller_s_unit_of_work_whose_block_raises_writes_nothing(
+    dispatcher: PersistenceDispatcher[UnitOfWork], source: DataSource
+) -> None:
+
+    async def fail_after_staging() -> None:
+        async with source.unit_of_work() as uow:
+            order = Order("o-1")
+            order.add("apple")
+            await dispatcher.apply(order, uow)
+            raise LookupError("the handler failed after staging its write")
+
+    with pytest.raises(LookupError):
+        await fail_after_staging()
+    assert await dispatcher.fetch_domain(Order, ["o-1"]) == []
+
+
+async def test_a_caller_s_unit_of_work_rolled_back_in_its_block_writes_nothing(
+    dispatcher: PersistenceDispatcher[UnitOfWork], source: DataSource
+) -> None:
+    async with source.unit_of_work() as uow:
+        order = Order("o-1")
+        order.add("apple")
+        await dispatcher.apply(order, uow)
+        await uow.rollback()
     assert await dispatcher.fetch_domain(Order, ["o-1"]) == []
 
 

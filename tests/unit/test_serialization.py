@@ -14,6 +14,7 @@ from eventfold import (
     EventRegistry,
     SerializationError,
     UnknownEventTypeError,
+    UnregisteredEventError,
     event_type,
 )
 
@@ -42,10 +43,11 @@ def test_encoding_writes_the_stable_name_and_current_version() -> None:
     assert (encoded.type_name, encoded.schema_version) == ("PriceChanged", 3)
 
 
-def test_encoding_an_unregistered_event_registers_its_class() -> None:
+def test_encoding_an_unregistered_event_fails_naming_the_class_and_how_to_register_it() -> None:
     registry = EventRegistry()
-    registry.encode(ItemAdded("a", 1))
-    assert registry.is_registered(ItemAdded)
+    with pytest.raises(UnregisteredEventError, match=r"ItemAdded is not registered.*register"):
+        registry.encode(ItemAdded("a", 1))
+    assert not registry.is_registered(ItemAdded)
 
 
 def test_two_classes_cannot_share_a_name() -> None:

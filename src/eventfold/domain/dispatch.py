@@ -2,7 +2,10 @@
 
 A handler comes from an ``apply_<EventName>`` method or from the registry of a
 ``functools.singledispatchmethod`` named ``on``; both land in the same table, so
-``state.on(event)`` and ``aggregate.apply_X(event)`` styles share one lookup.
+``state.on(event)`` and ``aggregate.apply_X(event)`` styles share one lookup. A plain
+``on(self, event)`` method (one function with an ``isinstance`` chain) is the fallback
+of a state or an aggregate for every event no specific handler takes: see
+:func:`catch_all_handler`.
 """
 
 from __future__ import annotations
@@ -65,6 +68,21 @@ def _resolve(cls: type, event_type: type) -> Handler | None:
     # The base implementation of a singledispatchmethod is registered for `object`;
     # reaching it means no overload matched this event type.
     return None if func is registry[object] else func
+
+
+@cache
+def catch_all_handler(cls: type) -> Handler | None:
+    """A plain ``on(self, event)`` method of ``cls`` (not a singledispatchmethod), or None.
+
+    It takes every event no ``apply_<Name>`` or ``on`` overload takes: a state written as
+    one ``on`` method with an ``isinstance`` chain applies events as its author meant.
+    """
+    for klass in cls.__mro__[:-1]:
+        candidate = klass.__dict__.get("on")
+        if candidate is None:
+            continue
+        return candidate if inspect.isfunction(candidate) else None
+    return None
 
 
 def apply_event(target: object, event: object) -> None:

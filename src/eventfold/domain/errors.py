@@ -50,12 +50,19 @@ class MissingEventHandlerError(ConfigurationError):
             where = f"neither {target.__qualname__} nor its state {state.__qualname__} declares"
         super().__init__(
             f"{where} a handler for event {event_type.__qualname__}: "
-            f"define apply_{event_type.__name__}(self, event) or register it on a "
-            f"singledispatchmethod 'on'"
+            f"define apply_{event_type.__name__}(self, event), register it on a "
+            f"singledispatchmethod 'on', or take it in a plain on(self, event) method"
         )
         self.target = target
         self.event_type = event_type
         self.state = state
+
+
+class AggregateDefinitionError(ConfigurationError):
+    """An aggregate is written in a shape eventfold would mishandle; the message says the fix.
+
+    Raised when the class is defined, or at the first call that shows the mistake.
+    """
 
 
 _SHOWN_LENGTH = 60

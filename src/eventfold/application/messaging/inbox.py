@@ -85,7 +85,8 @@ class IdempotentConsumer(Generic[E]):
         async with self._unit_of_work(delivery) as uow:
             session = await uow.session()
             if not await session.mark_processed(message.event_id, self.name):
-                return False  # leaving the block rolls back the empty transaction
+                await uow.rollback()  # a duplicate: nothing to write
+                return False
             await self._handler(event, InboxContext(delivery, uow))  # type: ignore[arg-type]
             await uow.commit()
         return True

@@ -56,6 +56,7 @@ from typing import Any, Generic, Protocol, TypeVar, cast, overload
 from pydantic.errors import PydanticSchemaGenerationError
 
 from eventfold.application.persistence.dispatcher import SupportsPersistence, UnitOfWork
+from eventfold.application.persistence.model import shape_of
 from eventfold.application.readside.queries import QueryOptions, SearchResult
 from eventfold.domain.aggregate import AggregateRoot
 from eventfold.errors import ConfigurationError, PersistenceError, SerializationError
@@ -108,6 +109,8 @@ class AggregateCacheCodec(Generic[T]):
     def __init__(self, aggregate_type: type[AggregateRoot[Any, Any]]) -> None:
         self._type = aggregate_type
         self._state = JsonCodec(aggregate_type.state_type())
+        # An entry cached by a process whose state had other fields is a miss, not data.
+        self._shape = shape_of(aggregate_type.state_type())
 
     def key_of(self, value: T) -> object:
         """The aggregate's id."""
@@ -119,11 +122,16 @@ class AggregateCacheCodec(Generic[T]):
             msg = f"cannot cache {type(value).__qualname__} as {self._type.__qualname__}"
             raise ConfigurationError(msg)
         state = self._state.to_jsonable(value.state)
-        return json.dumps({"version": value.persisted_version, "state": state})
+        return json.dumps(
+            {"version": value.persisted_version, "shape": self._shape, "state": state}
+        )
 
     def decode(self, data: str, key: object) -> T:
         """A fresh aggregate at the cached version, with no pending events."""
         payload = json.loads(data)
+        if payload.get("shape") != self._shape:
+            msg = f"cached {self._type.__qualname__} has another state shape"
+            raise ValueError(msg)
         state = self._state.decode_python(payload["state"])
         aggregate = self._type.rehydrate(key, (), state=state, version=payload["version"])
         return cast("T", aggregate)

@@ -92,7 +92,7 @@ class UnitOfWork(Protocol):
 
 
 UnitOfWorkFactory = Callable[[], AbstractAsyncContextManager[U]]
-"""Opens a unit of work on one data source; leaving it without ``commit()`` discards it."""
+"""Opens a unit of work on one data source (eventfold's commits on a clean exit)."""
 
 
 class OperationPersistence(Protocol[T_contra, U_contra]):
@@ -428,9 +428,12 @@ class PersistenceDispatcher(Generic[U]):
     ) -> Declined | R:
         async with self._factory(registration.source)() as unit:
             result = await call(registration.handler, unit)
-            # A declining handler staged nothing worth keeping: leave without committing.
             if commit and result is not DECLINED:
                 await unit.commit()
+            else:
+                # A read, or a declining handler, wrote nothing worth keeping: end it without
+                # writing (eventfold's unit of work would commit on leaving the block).
+                await _discard(unit)
         return result
 
     def _factory(self, source: str) -> UnitOfWorkFactory[U]:
@@ -454,6 +457,12 @@ class PersistenceDispatcher(Generic[U]):
                 hook.after(probe, result)
             except Exception:  # an observer must never break the operation it observes
                 logger.exception("persistence hook %r failed after %s", hook, probe.kind.value)
+
+
+async def _discard(unit: object) -> None:
+    rollback = getattr(unit, "rollback", None)
+    if callable(rollback):
+        await rollback()
 
 
 def _since(started: float) -> float:

@@ -13,10 +13,15 @@ A class decorated with :func:`non_event_sourced` is registered as state-stored b
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
+
+from pydantic import TypeAdapter
+from pydantic.errors import PydanticUserError
 
 # pydantic reads TypedDicts from typing_extensions before Python 3.12 (a pydantic dependency).
 from typing_extensions import TypedDict
@@ -74,18 +79,32 @@ class SnapshotPolicy:
 
 @dataclass(frozen=True, slots=True)
 class EventSourcedModel:
-    """An event-sourced aggregate type: its stream names, state codec and snapshot policy."""
+    """An event-sourced aggregate type: its stream names, state codec and snapshot policy.
+
+    ``state_codec`` is None for a state pydantic cannot encode (a plain class); such a
+    type is folded from its events on every load and cannot be snapshotted.
+    """
 
     aggregate_type: type[AggregateRoot[Any, Any]]
     name: str
     state_name: str
     state_version: int
-    state_codec: JsonCodec
+    state_codec: JsonCodec | None
     snapshots: SnapshotPolicy | None
+    state_shape: str = ""
 
     def stream_id(self, aggregate_id: object) -> str:
         """The stream an aggregate's events live in: ``<name>-<id>``."""
         return f"{self.name}-{aggregate_id}"
+
+    @property
+    def snapshot_type(self) -> str:
+        """The state type a snapshot is stored under: the state's name and its shape.
+
+        A snapshot is read only when this and ``state_version`` both match, so a state
+        whose fields changed is folded from its events even if its version was not bumped.
+        """
+        return f"{self.state_name}@{self.state_shape}" if self.state_shape else self.state_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,13 +164,18 @@ class PersistenceModel:
             msg = f"state schema version must be 1 or more, got {state_version}"
             raise ConfigurationError(msg)
         state_type = aggregate_type.state_type()
+        # Only snapshots need the state as JSON: a plain state class is fine without them.
+        codec = _state_codec(
+            aggregate_type, state_type, "snapshots" if snapshot_every is not None else None
+        )
         model = EventSourcedModel(
             aggregate_type=aggregate_type,
             name=name or aggregate_type.__name__,
             state_name=_name_of(state_type),
             state_version=state_version,
-            state_codec=JsonCodec(state_type),
+            state_codec=codec,
             snapshots=None if snapshot_every is None else SnapshotPolicy(snapshot_every),
+            state_shape="" if codec is None else shape_of(state_type),
         )
         self._add(aggregate_type, model)
         return model
@@ -219,6 +243,50 @@ def _name_of(cls: object) -> str:
     return str(getattr(cls, "__qualname__", cls))
 
 
+def shape_of(state_type: Any) -> str:
+    """A short fingerprint of a state's JSON schema: its fields, their types and defaults.
+
+    Descriptions and titles are left out, so a new docstring is not a new shape. A change
+    that keeps every name and type (cents now meaning euros) is invisible here: bump
+    ``state_version`` for that.
+    """
+    try:
+        schema = TypeAdapter(state_type).json_schema()
+    except (PydanticUserError, TypeError, ValueError):
+        return ""  # no schema to compare: state_version alone decides
+    text = json.dumps(_without_prose(schema), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _without_prose(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {
+            key: _without_prose(value)
+            for key, value in schema.items()
+            if key not in ("description", "title")
+        }
+    if isinstance(schema, list):
+        return [_without_prose(item) for item in schema]
+    return schema
+
+
+def _state_codec(owner: type, state_type: Any, needed_for: str | None) -> JsonCodec | None:
+    """The state's JSON codec; a typed error naming the fix when ``needed_for`` needs one."""
+    try:
+        return JsonCodec(state_type)
+    except (PydanticUserError, TypeError) as exc:
+        if needed_for is None:
+            return None
+        name = _name_of(state_type)
+        msg = (
+            f"{owner.__qualname__}'s state {name} cannot be stored as JSON for {needed_for} "
+            f"({type(exc).__name__}): make {name} a @dataclass (or a pydantic model) whose "
+            f"fields are typed and have defaults, e.g. `@dataclass class {name}: status: str "
+            f"= 'draft'`"
+        )
+        raise ConfigurationError(msg) from exc
+
+
 def _no_codec(
     entity_type: type[Entity[Any]],
 ) -> tuple[Callable[[Any], str], Callable[[Any, str], Any]]:
@@ -241,7 +309,8 @@ def _default_codec(
 def _aggregate_state_codec(
     aggregate_type: type[AggregateRoot[Any, Any]],
 ) -> tuple[Callable[[Any], str], Callable[[Any, str], Any]]:
-    codec = JsonCodec(aggregate_type.state_type())
+    codec = _state_codec(aggregate_type, aggregate_type.state_type(), "state-stored rows")
+    assert codec is not None
 
     def dump(aggregate: Any) -> str:
         return codec.encode(aggregate.state)
@@ -266,7 +335,15 @@ def _annotated_fields_codec(
     if from_init:
         hints = _init_hints(entity_type)
     fields_type = TypedDict(f"{entity_type.__name__}Fields", hints)  # type: ignore[misc]
-    codec = JsonCodec(fields_type, entity_type.__qualname__)
+    try:
+        codec = JsonCodec(fields_type, entity_type.__qualname__)
+    except (PydanticUserError, TypeError) as exc:
+        msg = (
+            f"{entity_type.__qualname__}'s stored attributes {sorted(hints)} cannot be "
+            f"stored as JSON ({exc}): give them types pydantic encodes (str, int, Decimal, "
+            f"datetime, dataclasses ...), or pass dump= and load= to state_stored()"
+        )
+        raise ConfigurationError(msg) from exc
 
     def dump(entity: Any) -> str:
         if from_init:

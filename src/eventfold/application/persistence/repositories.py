@@ -7,6 +7,7 @@ transaction committed (``settle``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -85,9 +86,10 @@ class _EventSourcedChange:
 
     def _snapshot(self, stream_id: str, now: datetime) -> SnapshotRecord:
         model = self.model
+        assert model.state_codec is not None
         data = model.state_codec.encode(self.aggregate.state)
         return SnapshotRecord(
-            stream_id, self.new_version, model.state_name, model.state_version, data, now
+            stream_id, self.new_version, model.snapshot_type, model.state_version, data, now
         )
 
     def settle(self) -> None:
@@ -167,15 +169,15 @@ class EventSourcedRepository(Generic[A]):
         model = self._model
         # A type without a snapshot policy has no snapshots: skip the round trip. A snapshot
         # says nothing about when its events occurred, so `as_of` reads fold from the start.
-        if model.snapshots is None or as_of is not None:
+        if model.snapshots is None or model.state_codec is None or as_of is not None:
             return None, 0
         snapshot = await session.load_snapshot(stream_id)
         if snapshot is None or (version is not None and snapshot.version > version):
             return None, 0
-        # A state whose shape changed since the snapshot is rebuilt from the events,
-        # never read with the new shape.
+        # A state whose shape changed since the snapshot (its fields, or its declared
+        # version) is rebuilt from the events, never read with the new shape.
         if (
-            snapshot.state_type != model.state_name
+            snapshot.state_type != model.snapshot_type
             or snapshot.schema_version != model.state_version
         ):
             return None, 0
@@ -265,7 +267,7 @@ class _DocumentChange:
             batch.delete_document(self.model.name, key, expected_version=self.loaded_version)
         else:
             data = self.model.dump(self.entity)
-            if data != self.loaded_data or not self.loaded_version:
+            if not self.loaded_version or _changed(data, self.loaded_data):
                 self.new_version = batch.save_document(
                     self.model.name, key, data, expected_version=self.loaded_version
                 )
@@ -279,12 +281,20 @@ class _DocumentChange:
             self.loaded_version = self.new_version
 
 
+def _changed(data: str, loaded: str | None) -> bool:
+    """Whether a document differs from the one loaded (a database may respace JSON text)."""
+    if data == loaded:
+        return False
+    return loaded is None or json.loads(data) != json.loads(loaded)
+
+
 @dataclass(slots=True)
 class _RowChange:
     entity: Entity[Any]
     model: StateStoredModel
     mapping: TableMapping
     loaded_version: int
+    loaded_row: dict[str, Any] | None = None
     removed: bool = False
     new_version: int = 0
     _events: tuple[object, ...] = field(default=())
@@ -298,9 +308,13 @@ class _RowChange:
         if self.removed:
             await sql_rows.delete_row(executor, self.mapping, key, self.loaded_version)
         else:
-            self.new_version = await sql_rows.save_row(
-                executor, self.mapping, self.entity, self.loaded_version
-            )
+            # A row loaded and left as it was is not written again (nor its version bumped).
+            row = dict(self.mapping.to_row(self.entity))
+            if row != self.loaded_row or not self.loaded_version:
+                self.new_version = await sql_rows.save_row(
+                    executor, self.mapping, self.entity, self.loaded_version
+                )
+                self.loaded_row = row
         if events:
             batch.records(events, self.model.name, str(key))
 
@@ -394,5 +408,6 @@ class StateStoredRepository(Generic[T]):
         entity: T = mapping.from_row(row)
         version = int(row[mapping.version_column])
         entity._mark_persisted(version)
-        self._uow.track(entity, _RowChange(entity, self._model, mapping, version))
+        loaded = dict(mapping.to_row(entity))
+        self._uow.track(entity, _RowChange(entity, self._model, mapping, version, loaded))
         return entity

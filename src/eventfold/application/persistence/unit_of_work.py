@@ -271,8 +271,17 @@ class UnitOfWork:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Roll back what was not committed."""
-        if not self._tracker.finished:
+        """Commit on a clean exit, roll back when the block raised.
+
+        Leaving ``async with uow:`` normally commits (and then publishes) what was not
+        committed yet; an exception, or a cancellation, rolls it back and is re-raised.
+        Call ``rollback()`` inside the block to leave without writing.
+        """
+        if self._tracker.finished:
+            return
+        if exc is None:
+            await self.commit()
+        else:
             await self.rollback()
 
 

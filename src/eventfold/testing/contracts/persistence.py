@@ -35,7 +35,7 @@ from eventfold.domain.decider import Decider
 from eventfold.domain.entity import Entity
 from eventfold.domain.errors import RuleViolationError
 from eventfold.domain.events import event_type
-from eventfold.errors import AggregateNotFoundError, ConcurrencyError
+from eventfold.errors import AggregateNotFoundError, ConcurrencyError, UnregisteredEventError
 from eventfold.ports import LOG_START, EventRecord, Storage, StoredEvent
 from eventfold.serialization import EventRegistry
 
@@ -395,6 +395,65 @@ class PersistenceContract:
             with pytest.raises(ConcurrencyError):
                 await second.commit()
 
+    # -- leaving the block, unregistered events -----------------------------------------
+
+    async def test_leaving_the_block_cleanly_commits_what_was_not_committed(
+        self, storage: Storage, events: EventRegistry
+    ) -> None:
+        source = self.source(storage, events)
+        async with source.unit_of_work() as uow:
+            uow.event_sourced(Account).add(Account.open("a-1", "alice"))
+            uow.state_stored(Customer).add(Customer("c-1", "Carol"))
+        assert (await self.load(source)).state.owner == "alice"
+        async with source.unit_of_work() as uow:
+            assert (await uow.state_stored(Customer).get_required("c-1")).name == "Carol"
+
+    async def test_leaving_the_block_by_an_exception_writes_nothing(
+        self, storage: Storage, events: EventRegistry
+    ) -> None:
+        source = self.source(storage, events)
+
+        async def fail_after_staging() -> None:
+            async with source.unit_of_work() as uow:
+                uow.event_sourced(Account).add(Account.open("a-1", "alice"))
+                uow.state_stored(Customer).add(Customer("c-1", "Carol"))
+                raise LookupError("the command failed after staging its writes")
+
+        with pytest.raises(LookupError):
+            await fail_after_staging()
+        assert await _read(storage, "Account-a-1") == []
+        async with source.unit_of_work() as uow:
+            assert await uow.state_stored(Customer).get("c-1") is None
+            await uow.rollback()
+
+    async def test_a_loaded_aggregate_left_unchanged_is_not_written_on_leaving_the_block(
+        self, storage: Storage, events: EventRegistry
+    ) -> None:
+        source = self.source(storage, events)
+        async with source.unit_of_work() as uow:
+            uow.state_stored(Customer).add(Customer("c-1", "Carol"))
+        for _ in range(2):
+            async with source.unit_of_work() as uow:
+                customer = await uow.state_stored(Customer).get_required("c-1")
+        assert customer.version == 1
+
+    async def test_an_unregistered_event_fails_the_commit_naming_its_class_and_writes_nothing(
+        self, storage: Storage
+    ) -> None:
+        source = self.source(storage, EventRegistry([AccountOpened]))
+
+        async def open_and_deposit() -> None:
+            async with source.unit_of_work() as uow:
+                account = Account.open("a-1", "alice")
+                account.deposit(5)
+                uow.event_sourced(Account).add(account)
+
+        with pytest.raises(UnregisteredEventError, match=r"Deposited is not registered"):
+            await open_and_deposit()
+        assert await _read(storage, "Account-a-1") == []
+        async with storage.transaction() as session:
+            assert await session.read_outbox(limit=10) == []
+
     # -- snapshots, upcasting, temporal reads ------------------------------------------
 
     async def test_a_snapshot_is_taken_when_the_version_crosses_the_policy(
@@ -405,11 +464,9 @@ class PersistenceContract:
         async with storage.transaction() as session:
             snapshot = await session.load_snapshot("Account-a-1")
         assert snapshot is not None
-        assert (snapshot.version, snapshot.state_type, snapshot.schema_version) == (
-            3,
-            "AccountState",
-            1,
-        )
+        assert (snapshot.version, snapshot.schema_version) == (3, 1)
+        # The state's name, then a fingerprint of its shape.
+        assert snapshot.state_type.startswith("AccountState@")
         assert json.loads(snapshot.data)["balance"] == 3
 
     async def test_loading_starts_from_the_snapshot_and_applies_later_events(
@@ -429,6 +486,20 @@ class PersistenceContract:
         await _rewrite_snapshot_balance(storage, "Account-a-1", 1000)
         reshaped = self.source(storage, events, snapshot_every=3, state_version=2)
         assert (await self.load(reshaped)).state.balance == 6
+
+    async def test_a_snapshot_of_another_state_shape_is_ignored_at_the_same_version(
+        self, storage: Storage, events: EventRegistry
+    ) -> None:
+        source = self.source(storage, events, snapshot_every=3)
+        await self.open_account(source, "a-1", 1, 2, 3)
+        await _rewrite_snapshot_balance(storage, "Account-a-1", 1000)
+        async with storage.transaction() as session:
+            snapshot = await session.load_snapshot("Account-a-1")
+            assert snapshot is not None
+            # As written by an AccountState whose fields differed (same name, same version).
+            older_shape = replace(snapshot, state_type="AccountState@00000000deadbeef")
+            await session.save_snapshot(older_shape)
+        assert (await self.load(source)).state.balance == 6
 
     async def test_old_event_payloads_are_upcast_when_loaded(
         self, storage: Storage, events: EventRegistry
