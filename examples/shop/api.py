@@ -75,7 +75,8 @@ async def create_product(
     body: CreateProduct, mediator: MediatorDep, actor: Actor = None
 ) -> Response:
     """Add a product to the catalogue."""
-    return to_response(await mediator.send(body, actor=actor))
+    result = await mediator.send(body, actor=actor)
+    return to_response(result, location=lambda product: f"/products/{product.id}")
 
 
 @router.get("/products/{product_id}", response_model=ProductView, responses=problem_responses(404))
@@ -118,7 +119,8 @@ async def register_customer(
     body: RegisterCustomer, mediator: MediatorDep, actor: Actor = None
 ) -> Response:
     """Register a customer."""
-    return to_response(await mediator.send(body, actor=actor))
+    result = await mediator.send(body, actor=actor)
+    return to_response(result, location=lambda customer: f"/customers/{customer.id}")
 
 
 @router.get(
@@ -150,7 +152,8 @@ async def place_order(
     body: PlaceOrder, mediator: MediatorDep, actor: Actor = None, correlation: Correlation = None
 ) -> Response:
     """Place an order; a large one lifts the customer's loyalty tier in the same transaction."""
-    return to_response(await mediator.send(body, actor=actor, correlation_id=correlation))
+    result = await mediator.send(body, actor=actor, correlation_id=correlation)
+    return to_response(result, location=lambda order: f"/orders/{order.id}")
 
 
 @router.get("/orders", response_model=OrderSummaryPage, responses=problem_responses(400))

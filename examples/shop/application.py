@@ -281,7 +281,7 @@ class CreateProductHandler(_Handler, CommandHandler[CreateProduct, ProductView])
         product_id = command.product_id or new_id("product")
         products = self.uow.state_stored(Product)
         if await products.get(product_id) is not None:
-            return self.conflict(f"product {product_id!r} already exists")
+            return self.conflict(f"product {product_id} already exists")
         product = Product.create(product_id, command.name, command.price)
         products.add(product)
         return self.created(product_view(product))
@@ -306,7 +306,7 @@ class RegisterCustomerHandler(_Handler, CommandHandler[RegisterCustomer, Custome
         customer_id = command.customer_id or new_id("customer")
         customers = self.uow.state_stored(Customer)
         if await customers.get(customer_id) is not None:
-            return self.conflict(f"customer {customer_id!r} already exists")
+            return self.conflict(f"customer {customer_id} already exists")
         customer = Customer.register(customer_id, command.name, command.email)
         customers.add(customer)
         return self.created(customer_view(customer))
@@ -331,8 +331,11 @@ class PlaceOrderHandler(_Handler, CommandHandler[PlaceOrder, OrderView]):
 
     async def handle(self, command: PlaceOrder, /) -> OperationResult[OrderView]:
         customer = await self.uow.state_stored(Customer).get_required(command.customer_id)
+        order_id = command.order_id or new_id("order")
+        if await self.uow.event_sourced(Order).get(order_id) is not None:
+            return self.conflict(f"order {order_id} already exists")
         now = self.clock()
-        order = Order.draft(command.order_id or new_id("order"), customer.id, at=now)
+        order = Order.draft(order_id, customer.id, at=now)
         for item in command.items:
             order.add_item(await self._line(item.product_id, item.quantity))
         order.place(at=now)
@@ -347,7 +350,10 @@ class PlaceOrderHandler(_Handler, CommandHandler[PlaceOrder, OrderView]):
 class StartOrderHandler(_Handler, CommandHandler[StartOrder, OrderView]):
     async def handle(self, command: StartOrder, /) -> OperationResult[OrderView]:
         customer = await self.uow.state_stored(Customer).get_required(command.customer_id)
-        order = Order.draft(command.order_id or new_id("order"), customer.id, at=self.clock())
+        order_id = command.order_id or new_id("order")
+        if await self.uow.event_sourced(Order).get(order_id) is not None:
+            return self.conflict(f"order {order_id} already exists")
+        order = Order.draft(order_id, customer.id, at=self.clock())
         self.uow.event_sourced(Order).add(order)
         return self.created(order_view(order))
 

@@ -132,3 +132,84 @@ async def test_an_orders_history_lists_its_events_with_actor_and_data(
     ]
     assert {entry["actor"] for entry in history} == {"ada"}
     assert history[1]["data"]["line"] == {"product_id": "tea", "quantity": 2, "unit_price": "4.50"}
+
+
+async def test_placing_an_order_that_exists_answers_409_saying_so(
+    client: httpx.AsyncClient,
+) -> None:
+    await stock(client)
+    await place(client, "o-1", [("tea", 1)])
+    lines = [{"product_id": "tea", "quantity": 1}]
+    again = await client.post(
+        "/orders", json={"customer_id": "ada", "items": lines, "order_id": "o-1"}
+    )
+    assert (again.status_code, again.json()["detail"]) == (409, "order o-1 already exists")
+
+
+async def test_a_created_order_answers_with_its_location(client: httpx.AsyncClient) -> None:
+    await stock(client)
+    lines = [{"product_id": "tea", "quantity": 1}]
+    created = await client.post(
+        "/orders", json={"customer_id": "ada", "items": lines, "order_id": "o-7"}
+    )
+    assert created.headers["location"] == "/orders/o-7"
+    assert (await client.get(created.headers["location"])).status_code == 200
+
+
+async def test_a_cursor_that_is_not_one_answers_400(client: httpx.AsyncClient) -> None:
+    response = await client.get("/orders", params={"after": "junk"})
+    assert (response.status_code, response.headers["content-type"]) == (
+        400,
+        "application/problem+json",
+    )
+
+
+async def test_a_minimum_total_no_store_can_hold_answers_400_naming_it(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/orders", params={"min_total": "1e999999"})
+    body = response.json()
+    assert (response.status_code, [e["field"] for e in body["errors"]]) == (400, ["total"])
+    assert "finite" not in body["detail"]
+
+
+@pytest.mark.parametrize("customer_id", ["c\\u0000", "c\\ud800"])
+async def test_an_id_no_store_can_hold_answers_400_naming_it_on_every_backend(
+    client: httpx.AsyncClient, customer_id: str
+) -> None:
+    body = f'{{"name": "Ada", "email": "ada@example.com", "customer_id": "{customer_id}"}}'
+    response = await client.post(
+        "/customers", content=body, headers={"content-type": "application/json"}
+    )
+    errors = [error["field"] for error in response.json()["errors"]]
+    assert (response.status_code, errors) == (400, ["customer_id"])
+
+
+async def test_a_search_value_with_a_nul_character_answers_400(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/orders", params={"customer_id": "ada\x00"})
+    assert response.status_code == 400
+
+
+async def test_an_id_with_a_nul_character_in_the_path_answers_400(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/products/tea%00")
+    assert response.status_code == 400
+
+
+async def test_an_as_of_before_the_calendar_in_utc_answers_400_naming_it(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/orders/o-1", params={"as_of": "0001-01-01T00:00:00+01:00"})
+    body = response.json()
+    assert (response.status_code, [e["field"] for e in body["errors"]]) == (400, ["as_of"])
+
+
+async def test_a_name_with_a_nul_character_answers_400_naming_it(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/products", json={"name": "Te\u0000a", "price": "4.50"})
+    errors = [error["field"] for error in response.json()["errors"]]
+    assert (response.status_code, errors) == (400, ["name"])

@@ -17,10 +17,12 @@ from eventfold import (
     CommandHandler,
     ConfigurationError,
     InvalidStateError,
+    InvalidValueError,
     Mediator,
     OperationResult,
     QueryHandler,
     RequestContext,
+    StoreUnavailableError,
     default_behaviors,
 )
 from eventfold.integrations.fastapi import MediatorDep, problem_responses, setup, to_response
@@ -59,6 +61,10 @@ class PlaceOrderHandler(CommandHandler[PlaceOrder, Order]):
     async def handle(self, command: PlaceOrder, /) -> OperationResult[Order]:
         if command.order_id == "boom":
             raise RuntimeError("connection to db-7.internal refused for user admin")
+        if command.order_id == "down":
+            raise StoreUnavailableError("PostgreSQL at db-7.internal", "connection refused")
+        if command.order_id == "bad-cursor":
+            raise InvalidValueError("after", "junk", "the cursor does not fit this field")
         return self.created(
             Order(command.order_id, Decimal("1.10") * command.quantity, ORDERS["o-1"].placed_at)
         )
@@ -79,8 +85,15 @@ class GetOrderHandler(QueryHandler[GetOrder, Order]):
         self.context = context
 
     async def handle(self, query: GetOrder, /) -> OperationResult[Order]:
+        if query.order_id == "malformed":  # data that breaks the response model
+            return self.ok(Order("malformed", "lots", ORDERS["o-1"].placed_at))  # type: ignore[arg-type]
         order = ORDERS.get(query.order_id)
         return self.ok(order) if order else self.not_found(f"order {query.order_id} was not found")
+
+
+@dataclass(frozen=True)
+class OrderSummary:
+    order_id: str
 
 
 class PlaceOrderBody(BaseModel):
@@ -98,15 +111,28 @@ def build_app() -> FastAPI:
 
     @app.post("/orders", status_code=201, responses=problem_responses(400, 500))
     async def place_order(body: PlaceOrderBody, mediator: MediatorDep) -> Response:
-        return to_response(await mediator.send(PlaceOrder(body.order_id, body.quantity)))
+        result = await mediator.send(PlaceOrder(body.order_id, body.quantity))
+        return to_response(result, location=lambda order: f"/orders/{order.order_id}")
 
     @app.post("/orders/{order_id}/ship", status_code=204, responses=problem_responses(409))
     async def ship_order(order_id: str, mediator: MediatorDep) -> Response:
         return to_response(await mediator.send(ShipOrder(order_id)))
 
-    @app.get("/orders/{order_id}", responses=problem_responses(404))
+    @app.get("/orders/{order_id}", response_model=Order, responses=problem_responses(404))
     async def get_order(order_id: str, mediator: MediatorDep) -> Response:
         return to_response(await mediator.send(GetOrder(order_id)))
+
+    @app.get("/orders/{order_id}/summary", response_model=OrderSummary)
+    async def order_summary(order_id: str, mediator: MediatorDep) -> Response:
+        return to_response(await mediator.send(GetOrder(order_id)))
+
+    @app.get("/crash")
+    async def crash() -> None:
+        raise RuntimeError("disk /srv/secret full")
+
+    @app.get("/database-down")
+    async def database_down() -> None:
+        raise StoreUnavailableError("SQLite at /srv/secret.db", "database is locked")
 
     @app.get("/teapot")
     async def teapot() -> None:
@@ -189,6 +215,68 @@ async def test_an_unexpected_error_answers_500_without_leaking(
     assert "db-7" not in response.text
     assert "admin" not in response.text
     assert any("db-7" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+async def test_a_created_result_carries_the_location_of_what_was_created(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/orders", json={"order_id": "o-2", "quantity": 1})
+    assert (response.status_code, response.headers["location"]) == (201, "/orders/o-2")
+
+
+async def test_an_unreachable_store_answers_503_problem_with_retry_after(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/orders", json={"order_id": "down", "quantity": 1})
+    assert (response.status_code, response.headers["content-type"]) == (
+        503,
+        "application/problem+json",
+    )
+    assert int(response.headers["retry-after"]) > 0
+    assert "db-7" not in response.text
+
+
+async def test_an_unreachable_store_raised_in_a_route_answers_503_with_retry_after(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/database-down")
+    assert (response.status_code, "retry-after" in response.headers) == (503, True)
+    assert "secret" not in response.text
+
+
+async def test_an_error_raised_in_a_route_answers_a_500_problem_without_leaking(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/crash")
+    assert (response.status_code, response.headers["content-type"]) == (
+        500,
+        "application/problem+json",
+    )
+    assert response.json()["title"] == "Internal Server Error"
+    assert "secret" not in response.text
+
+
+async def test_an_invalid_query_value_answers_400_naming_the_field(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/orders", json={"order_id": "bad-cursor", "quantity": 1})
+    assert response.status_code == 400
+    assert [error["field"] for error in response.json()["errors"]] == ["after"]
+
+
+async def test_data_is_written_as_the_routes_response_model(client: httpx.AsyncClient) -> None:
+    response = await client.get("/orders/o-1/summary")
+    assert response.json() == {"order_id": "o-1"}
+
+
+async def test_data_that_breaks_the_response_model_answers_a_500_problem(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/orders/malformed")
+    assert (response.status_code, response.headers["content-type"]) == (
+        500,
+        "application/problem+json",
+    )
 
 
 async def test_an_http_exception_answers_a_problem(client: httpx.AsyncClient) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
@@ -13,6 +13,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from eventfold.application.cqrs.mediator import Next, RequestContext
 from eventfold.application.cqrs.results import FieldError, OperationResult
+from eventfold.domain.storable import check_value
 from eventfold.errors import (
     ConcurrencyError,
     DomainError,
@@ -92,6 +93,30 @@ def _instance_validator(cls: type) -> Validator:
     return validate
 
 
+def _unstorable_text(value: object, path: str = "") -> Iterator[FieldError]:
+    """A field error for each text in ``value`` that no store could hold (a NUL, ...)."""
+    if isinstance(value, str):
+        try:
+            check_value(path or "<root>", value)
+        except InvalidValueError as exc:
+            yield FieldError(path or "<root>", exc.reason)
+        return
+    for key, item in _children(value):
+        yield from _unstorable_text(item, f"{path}.{key}" if path else str(key))
+
+
+def _children(value: object) -> Iterable[tuple[object, object]]:
+    if isinstance(value, BaseModel):
+        return ((name, getattr(value, name)) for name in type(value).model_fields)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+    if isinstance(value, Mapping):
+        return value.items()
+    if isinstance(value, list | tuple | set | frozenset):
+        return enumerate(value)
+    return ()
+
+
 def field_errors(exc: PydanticValidationError, *, skip: int = 0) -> list[FieldError]:
     """One :class:`FieldError` per pydantic error, with a dotted field path.
 
@@ -109,9 +134,10 @@ class ValidationBehavior:
     Validation is pydantic's lax mode, so the handler receives the *validated* instance,
     never the values as sent: ``"4.50"`` for a ``Decimal`` field arrives as
     ``Decimal("4.50")``, ``"2"`` for an ``int`` as ``2``, a dict for a nested dataclass as
-    that dataclass. A value that cannot be converted makes the request invalid: it is
-    answered with ``bad_request`` listing every field by its dotted path, and the handler
-    is not called.
+    that dataclass. A value that cannot be converted makes the request invalid, and so
+    does text no store could hold (a NUL character, a lone surrogate: see
+    :mod:`eventfold.domain.storable`): it is answered with ``bad_request`` listing every
+    field by its dotted path, and the handler is not called.
     """
 
     async def __call__(
@@ -125,6 +151,8 @@ class ValidationBehavior:
         if validate is None:
             return await next(request, context)
         validated = validate(request)
+        if not validated.errors:
+            validated = Validated(validated.request, list(_unstorable_text(validated.request)))
         if validated.errors:
             detail = f"{type(request).__name__} is invalid"
             return OperationResult.bad_request(detail, errors=validated.errors)

@@ -21,6 +21,8 @@ from eventfold.integrations.fastapi.openapi import (
 )
 from eventfold.integrations.fastapi.responses import (
     PROBLEM_MEDIA_TYPE,
+    RETRY_AFTER_SECONDS,
+    ProblemMiddleware,
     add_problem_handlers,
     problem_response,
     to_response,
@@ -29,7 +31,9 @@ from eventfold.integrations.fastapi.responses import (
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
     "PROBLEM_SCHEMA",
+    "RETRY_AFTER_SECONDS",
     "MediatorDep",
+    "ProblemMiddleware",
     "add_problem_handlers",
     "document_problems",
     "get_mediator",

@@ -51,7 +51,10 @@ def _problem_response(status: int) -> dict[str, Any]:
 
 
 def document_problems(app: FastAPI) -> None:
-    """Document invalid input as the 400 problem it is answered with, not FastAPI's 422."""
+    """Document invalid input as the 400 problem it is answered with, not FastAPI's 422.
+
+    Every operation also documents the 500 and 503 problems any route may answer.
+    """
     app.openapi = _openapi_with_problems(app)  # type: ignore[method-assign]
 
 
@@ -70,7 +73,11 @@ def _openapi_with_problems(app: FastAPI) -> Callable[[], dict[str, Any]]:
             )
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
-                    _replace_422(operation.get("responses", {}))
+                    responses = operation.setdefault("responses", {})
+                    _replace_422(responses)
+                    # Any route may fail unexpectedly or find its store unreachable.
+                    for status in (500, 503):
+                        responses.setdefault(str(status), _problem_response(status))
             app.openapi_schema = schema
         return app.openapi_schema
 
