@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Header, Query, Response
 
@@ -76,7 +77,7 @@ async def create_product(
 ) -> Response:
     """Add a product to the catalogue."""
     result = await mediator.send(body, actor=actor)
-    return to_response(result, location=lambda product: f"/products/{product.id}")
+    return to_response(result, location=lambda product: f"/products/{quote(product.id, safe='')}")
 
 
 @router.get("/products/{product_id}", response_model=ProductView, responses=problem_responses(404))
@@ -120,7 +121,9 @@ async def register_customer(
 ) -> Response:
     """Register a customer."""
     result = await mediator.send(body, actor=actor)
-    return to_response(result, location=lambda customer: f"/customers/{customer.id}")
+    return to_response(
+        result, location=lambda customer: f"/customers/{quote(customer.id, safe='')}"
+    )
 
 
 @router.get(
@@ -153,7 +156,7 @@ async def place_order(
 ) -> Response:
     """Place an order; a large one lifts the customer's loyalty tier in the same transaction."""
     result = await mediator.send(body, actor=actor, correlation_id=correlation)
-    return to_response(result, location=lambda order: f"/orders/{order.id}")
+    return to_response(result, location=lambda order: f"/orders/{quote(order.id, safe='')}")
 
 
 @router.get("/orders", response_model=OrderSummaryPage, responses=problem_responses(400))

@@ -35,6 +35,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Float,
+    Integer,
     Numeric,
     String,
     Table,
@@ -454,7 +455,7 @@ def _positive(source: _Source, condition: Condition, expression: ColumnElement[A
         Operator.LE: lambda: expression <= _bound(expression, value),
         Operator.GT: lambda: expression > _bound(expression, value),
         Operator.GE: lambda: expression >= _bound(expression, value),
-        Operator.IN: lambda: expression.in_(value),
+        Operator.IN: lambda: expression.in_([_bound(expression, item) for item in value]),
         Operator.BETWEEN: lambda: expression.between(
             _bound(expression, value[0]), _bound(expression, value[1])
         ),
@@ -468,8 +469,25 @@ def _positive(source: _Source, condition: Condition, expression: ColumnElement[A
 
 
 def _bound(expression: ColumnElement[Any], value: object) -> ColumnElement[Any]:
-    """A parameter typed as the expression (SQLAlchemy refuses bare True/False operands)."""
-    return literal(value, expression.type)
+    """A parameter of the expression's kind (SQLAlchemy refuses bare True/False operands).
+
+    Of its kind, not its exact type: PostgreSQL would cast the value to the column's
+    ``NUMERIC(12, 2)``, ``VARCHAR(5)`` or ``INTEGER``, rounding or cutting it (so that
+    ``total >= 99.999`` meant ``>= 100.00``) or overflowing; the value is compared as given.
+    """
+    return literal(value, _unbounded(expression.type))
+
+
+def _unbounded(type_: TypeEngine[Any]) -> TypeEngine[Any]:
+    if isinstance(type_, TypeDecorator | Float):
+        return type_
+    if isinstance(type_, Numeric):
+        return Numeric() if type_.asdecimal else Numeric(asdecimal=False)
+    if isinstance(type_, Integer):
+        return BigInteger()
+    if isinstance(type_, String) and type_.length is not None:
+        return String()
+    return type_
 
 
 def _bindable(fields: FieldSet, field: str, value: Any) -> Any:

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, TypeVar, cast
+from urllib.parse import quote
 
 import pydantic_core
 from fastapi import FastAPI, Request
@@ -43,6 +44,7 @@ RETRY_AFTER_SECONDS = 5
 """What a 503 answer's ``Retry-After`` says, in seconds."""
 
 T = TypeVar("T")
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
 _logger = logging.getLogger("eventfold.http")
 # The ASGI scope of the request being answered: the router records its route there.
 _scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
@@ -59,7 +61,9 @@ def to_response(
     With :func:`add_problem_handlers` set up, the data is checked against the route's
     ``response_model`` and written as that model (fields it does not declare are left
     out); data that does not fit is a server error, answered with a 500 problem. A 201
-    carries ``Location`` when ``location`` is given: the URL, or a function of the data.
+    carries ``Location`` when ``location`` is given: the URL, or a function of the data
+    (quote each id put in a path with ``urllib.parse.quote(id, safe="")``; characters a
+    header cannot hold are percent-encoded in any case).
     """
     if result.problem is not None:
         return problem_response(result.problem)
@@ -75,7 +79,9 @@ def to_response(
     headers = None
     if result.status == 201 and location is not None:
         url = location if isinstance(location, str) else location(cast(T, result.data))
-        headers = {"Location": url}
+        # A header is Latin-1; an id may hold any character, so whatever a URL cannot
+        # hold as it is gets percent-encoded (reserved characters and escapes stay).
+        headers = {"Location": quote(url, safe=_URL_SAFE)}
     return Response(body, status_code=result.status, headers=headers, media_type="application/json")
 
 
