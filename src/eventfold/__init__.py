@@ -32,6 +32,7 @@ from eventfold.application.messaging.sagas import (
     SagaStatus,
     Step,
     StepContext,
+    StepRefusedError,
 )
 from eventfold.application.persistence.caching import CacheCodec, CachingPersistenceDispatcher
 from eventfold.application.persistence.dispatcher import (
@@ -239,6 +240,7 @@ __all__ = [
     "StateStoredRepository",
     "Step",
     "StepContext",
+    "StepRefusedError",
     "StoreUnavailableError",
     "StreamState",
     "TableMapping",

@@ -18,6 +18,7 @@ from eventfold.application.messaging.sagas import (
     Step,
     StepAction,
     StepContext,
+    StepRefusedError,
 )
 from eventfold.ports.storage import Storage
 
@@ -63,12 +64,15 @@ class StepRecorder:
         """The idempotency key of every call."""
 
     def action(
-        self, name: str, *, fail: int = 0, crash: int = 0, delay: float = 0.0
+        self, name: str, *, fail: int = 0, crash: int = 0, delay: float = 0.0, refuse: int = 0
     ) -> StepAction[Any]:
-        """An action that crashes ``crash`` times, then fails ``fail`` times, then works."""
+        """An action that crashes ``crash`` times, fails ``fail`` times, refuses ``refuse``
+        times (:class:`StepRefusedError`), then works."""
 
         async def act(data: Any, context: StepContext) -> None:
-            await self.record_call(name, context, fail=fail, crash=crash, delay=delay)
+            await self.record_call(
+                name, context, fail=fail, crash=crash, delay=delay, refuse=refuse
+            )
             self.done.append(name)
 
         return act
@@ -82,18 +86,36 @@ class StepRecorder:
 
         return undo
 
-    def step(self, name: str, *, fail: int = 0, crash: int = 0, undo_fail: int = 0) -> Step[Any]:
+    def step(
+        self,
+        name: str,
+        *,
+        fail: int = 0,
+        crash: int = 0,
+        undo_fail: int = 0,
+        refuse: int = 0,
+        retry: RetryPolicy | None = None,
+    ) -> Step[Any]:
         """A step of a recorded action and a recorded compensation."""
         return Step(
             name,
-            self.action(name, fail=fail, crash=crash),
+            self.action(name, fail=fail, crash=crash, refuse=refuse),
             compensate=self.compensation(name, fail=undo_fail),
+            retry=retry,
         )
 
     async def record_call(
-        self, name: str, context: StepContext, *, fail: int, crash: int, delay: float
+        self,
+        name: str,
+        context: StepContext,
+        *,
+        fail: int,
+        crash: int,
+        delay: float,
+        refuse: int = 0,
     ) -> None:
-        """Count a call of ``name``; crash ``crash`` times, then fail ``fail`` times."""
+        """Count a call of ``name``; crash ``crash`` times, fail ``fail`` times, then refuse
+        ``refuse`` times."""
         self.calls[name] += 1
         self.keys.append(context.idempotency_key)
         if delay:
@@ -103,14 +125,18 @@ class StepRecorder:
             raise SimulatedCrash(name)
         if count <= crash + fail:
             raise ScriptedStepError(f"{name} failed (call {count})")
+        if count <= crash + fail + refuse:
+            raise StepRefusedError(f"{name} refused (call {count})")
 
 
 class SagaScenario(Generic[D]):
     """``await SagaScenario(saga, storage).given(data).when_failing("charge").then(...)``.
 
     Runs the saga's own actions, except that the steps named in ``when_failing`` raise
-    :class:`ScriptedStepError` instead, with no wait between retries; ``then`` asserts the
-    final status and which actions and compensations completed, in order.
+    :class:`ScriptedStepError` (a fault) and those in ``when_refusing`` raise
+    :class:`StepRefusedError` (a business refusal) instead, with no wait between retries;
+    ``then`` asserts the final status and which actions and compensations completed, in
+    order.
     """
 
     def __init__(self, saga: Saga[D], storage: Storage) -> None:
@@ -118,6 +144,7 @@ class SagaScenario(Generic[D]):
         self._storage = storage
         self._data: D | None = None
         self._failing: dict[str, int] = {}
+        self._refusing: dict[str, int] = {}
         self.recorder = StepRecorder()
 
     def given(self, data: D) -> SagaScenario[D]:
@@ -128,6 +155,11 @@ class SagaScenario(Generic[D]):
     def when_failing(self, *steps: str, times: int = ALWAYS) -> SagaScenario[D]:
         """Make these actions (or ``undo <step>`` compensations) fail ``times`` times."""
         self._failing.update(dict.fromkeys(steps, times))
+        return self
+
+    def when_refusing(self, *steps: str, times: int = ALWAYS) -> SagaScenario[D]:
+        """Make these actions refuse (:class:`StepRefusedError`) ``times`` times."""
+        self._refusing.update(dict.fromkeys(steps, times))
         return self
 
     async def run(self) -> SagaState:
@@ -169,6 +201,7 @@ class SagaScenario(Generic[D]):
             if compensate is None
             else self._around(f"undo {step.name}", _returning(compensate), self.recorder.undone),
             retry=instant_retries(own),
+            refusals=step.refusals,
         )
 
     def _around(
@@ -176,7 +209,12 @@ class SagaScenario(Generic[D]):
     ) -> Callable[[D, StepContext], Awaitable[Any]]:
         async def run(data: D, context: StepContext) -> Any:
             await self.recorder.record_call(
-                name, context, fail=self._failing.get(name, 0), crash=0, delay=0.0
+                name,
+                context,
+                fail=self._failing.get(name, 0),
+                crash=0,
+                delay=0.0,
+                refuse=self._refusing.get(name, 0),
             )
             result = await call(data, context)
             completed.append(context.step)

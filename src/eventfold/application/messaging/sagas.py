@@ -13,9 +13,13 @@ so every backend supports sagas with no table of their own.
   written with the document's optimistic version) before it runs anything; a second
   worker's claim fails with a ``ConcurrencyError`` and it backs off. Each later save
   expects the version the worker wrote last, so a worker that lost its lease stops.
-- **Retries, then compensation.** A failing action is retried with tenacity's
-  exponential backoff (:class:`~eventfold.application.messaging.outbox.RetryPolicy`); when it keeps
-  failing, the steps already done are compensated in reverse order. A compensation that
+- **Refusals and faults.** A step that refuses (raises :class:`StepRefusedError`, any
+  other :class:`~eventfold.errors.DomainError`, or an error type listed in its
+  ``refusals``: "out of stock", "card declined") compensates at once: a business answer
+  does not change by asking again. Any other error is a fault, retried with tenacity's
+  exponential backoff (:class:`~eventfold.application.messaging.outbox.RetryPolicy`, per
+  saga or per step); when it keeps failing, the steps already done are compensated in
+  reverse order. A compensation that
   keeps failing puts the instance in ``needs_intervention`` with its error: it is listed
   by :meth:`SagaOrchestrator.pending_interventions` until an operator retries or resolves
   it.
@@ -43,7 +47,12 @@ from eventfold.application.messaging.outbox import RetryPolicy
 from eventfold.application.persistence.unit_of_work import Clock, utc_now
 from eventfold.application.readside.queries import QueryOptions
 from eventfold.application.readside.read_models import DocumentSearch
-from eventfold.domain.errors import ConfigurationError, EntityNotFoundError, InvalidStateError
+from eventfold.domain.errors import (
+    ConfigurationError,
+    DomainError,
+    EntityNotFoundError,
+    InvalidStateError,
+)
 from eventfold.domain.specification import FieldSet, SpecificationBuilder
 from eventfold.errors import ConcurrencyError
 from eventfold.ports.storage import Storage
@@ -62,6 +71,7 @@ __all__ = [
     "Step",
     "StepAction",
     "StepContext",
+    "StepRefusedError",
 ]
 
 _log = logging.getLogger("eventfold.sagas")
@@ -113,14 +123,28 @@ Compensation = Callable[[D, StepContext], Awaitable[None]]
 """Undoes a step that completed."""
 
 
+class StepRefusedError(DomainError):
+    """A step's business refusal ("out of stock"): compensated at once, never retried."""
+
+
 @dataclass(frozen=True, slots=True)
 class Step(Generic[D]):
-    """One named step: an action, an optional compensation, an optional retry policy."""
+    """One named step: an action, an optional compensation, an optional retry policy.
+
+    ``refusals`` are error types that mean a business "no" for this step, besides
+    :class:`StepRefusedError` and every :class:`~eventfold.errors.DomainError`: the saga
+    compensates at once instead of retrying. The retry policy applies to faults only.
+    """
 
     name: str
     action: StepAction[D]
     compensate: Compensation[D] | None = None
     retry: RetryPolicy | None = None
+    refusals: tuple[type[Exception], ...] = ()
+
+    def refuses(self, error: BaseException) -> bool:
+        """Whether ``error`` is a business refusal of this step rather than a fault."""
+        return isinstance(error, (DomainError, *self.refusals))
 
 
 class Saga(Generic[D]):
@@ -173,7 +197,7 @@ class SagaEntry:
     at: datetime
     step: str
     outcome: str
-    """``completed``, ``failed``, ``compensated``, ``compensation failed``, ``retried``, ..."""
+    """``completed``, ``failed``, ``refused``, ``compensated``, ``retried``, ``resolved``, ..."""
     attempt: int = 0
     error: str | None = None
     note: str | None = None
@@ -402,11 +426,13 @@ class SagaOrchestrator:
     ) -> tuple[SagaState, Any]:
         """Call until it succeeds or the attempts run out, saving every failure."""
         step_name = key.split("/", 1)[0]
-        policy = saga.retry_for(saga.step(step_name))
+        step = saga.step(step_name)
+        policy = saga.retry_for(step)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(max(1, policy.max_attempts - state.attempts)),
             wait=policy.wait(),
-            retry=retry_if_exception(_retryable),
+            # A refusal is an answer, not a fault: asking again would get the same answer.
+            retry=retry_if_exception(lambda exc: _retryable(exc) and not step.refuses(exc)),
             reraise=True,
         )
         try:
@@ -420,7 +446,10 @@ class SagaOrchestrator:
                     try:
                         result = await call(data, context)
                     except Exception as exc:
-                        state = await self._record_failure(state, owner, step_name, exc)
+                        refused = step.refuses(exc)
+                        state = await self._record_failure(
+                            state, owner, step_name, exc, refused=refused
+                        )
                         raise
         except _LostClaimError:
             raise
@@ -429,12 +458,15 @@ class SagaOrchestrator:
         return state, data if result is None else result
 
     async def _record_failure(
-        self, state: SagaState, owner: str, step: str, exc: Exception
+        self, state: SagaState, owner: str, step: str, exc: Exception, *, refused: bool
     ) -> SagaState:
         attempt = state.attempts + 1
         error = _describe(exc)
-        _log.warning("saga %s step %s attempt %d failed: %s", state.saga_id, step, attempt, error)
-        entry = SagaEntry(self._clock(), step, "failed", attempt, error)
+        outcome = "refused" if refused else "failed"
+        _log.warning(
+            "saga %s step %s attempt %d %s: %s", state.saga_id, step, attempt, outcome, error
+        )
+        entry = SagaEntry(self._clock(), step, outcome, attempt, error)
         changes = self._lease_changes(owner, release=False)
         try:
             return await self._save(

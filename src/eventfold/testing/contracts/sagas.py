@@ -146,6 +146,46 @@ class SagaContract:
         ]
         assert recorder.keys[1:] == ["s-1/charge"] * 3
 
+    async def test_a_refusal_compensates_at_once_without_retries(self, storage: Storage) -> None:
+        recorder = StepRecorder()
+        steps = [recorder.step("reserve"), recorder.step("charge", refuse=ALWAYS)]
+        saga = _saga(recorder, *steps)
+        state = await SagaOrchestrator(storage, [saga]).start(saga, Order("o-1"))
+        assert state.status is SagaStatus.COMPENSATED
+        assert recorder.calls["charge"] == 1
+        assert recorder.undone == ["reserve"]
+        assert [(e.step, e.outcome) for e in state.history][1] == ("charge", "refused")
+        assert state.last_error is not None
+        assert "charge refused" in state.last_error
+
+    async def test_an_error_type_a_step_lists_as_a_refusal_is_not_retried(
+        self, storage: Storage
+    ) -> None:
+        recorder = StepRecorder()
+
+        async def reserve(data: Order, context: StepContext) -> None:
+            recorder.calls["reserve"] += 1
+            raise LookupError("out of stock")
+
+        step = Step("reserve", reserve, refusals=(LookupError,))
+        saga = _saga(recorder, recorder.step("charge"), step)
+        state = await SagaOrchestrator(storage, [saga]).start(saga, Order("o-1"))
+        assert (state.status, recorder.calls["reserve"]) == (SagaStatus.COMPENSATED, 1)
+        assert recorder.undone == ["charge"]
+
+    async def test_a_fault_is_retried_as_often_as_its_steps_own_policy_says(
+        self, storage: Storage
+    ) -> None:
+        recorder = StepRecorder()
+        patient = RetryPolicy(max_attempts=5, initial=0, maximum=0, jitter=0)
+        steps = [recorder.step("reserve", fail=4, retry=patient), recorder.step("charge", fail=4)]
+        saga = _saga(recorder, *steps)
+        state = await SagaOrchestrator(storage, [saga]).start(saga, Order("o-1"))
+        # reserve's own policy allows 5 attempts; charge has the saga's 3.
+        assert (recorder.calls["reserve"], recorder.calls["charge"]) == (5, RETRY.max_attempts)
+        assert state.status is SagaStatus.COMPENSATED
+        assert recorder.undone == ["reserve"]
+
     async def test_a_compensation_that_keeps_failing_waits_for_an_operator_to_resolve_it(
         self, storage: Storage
     ) -> None:
@@ -275,3 +315,14 @@ class SagaContract:
         scenario = SagaScenario(saga, storage).given(Order("o-1")).when_failing("charge")
         state = await scenario.then(SagaStatus.COMPENSATED, done=["reserve"], undone=["reserve"])
         assert state.failed_step == "charge"
+
+    async def test_a_scenario_asserts_that_a_refusal_compensates_without_retries(
+        self, storage: Storage
+    ) -> None:
+        recorder = StepRecorder()
+        saga = _saga(recorder)
+        scenario = SagaScenario(saga, storage).given(Order("o-1")).when_refusing("ship")
+        await scenario.then(
+            SagaStatus.COMPENSATED, done=["reserve", "charge"], undone=["charge", "reserve"]
+        )
+        assert scenario.recorder.calls["ship"] == 1
