@@ -17,6 +17,7 @@ from eventfold.errors import (
     SchemaMissingError,
     StoreUnavailableError,
 )
+from eventfold.ports import AppendEvents
 from eventfold.testing.contracts.storage import event_record
 
 user_tables = sa.MetaData()
@@ -274,6 +275,55 @@ async def test_a_second_writing_transaction_in_one_task_fails_instead_of_hanging
         await first.append("order-1", [event_record()], expected_version=0)
         with pytest.raises(PersistenceError, match="one writer at a time"):
             await second.append("order-2", [event_record()], expected_version=0)
+
+
+async def _queued_commits(storage: SqliteStorage, count: int) -> None:
+    # The storage's queue of waiting commits is the condition: they must all be waiting
+    # behind the open writer before it lets go, so that they commit as one group.
+    async with asyncio.timeout(10):
+        while len(storage._queued) < count:  # noqa: ASYNC110 - the queue has no event
+            await asyncio.sleep(0.001)
+
+
+async def test_commits_queued_behind_a_writer_are_stored_and_a_conflict_fails_alone(
+    storage: SqliteStorage,
+) -> None:
+    async def commit(stream_id: str, expected: int) -> None:
+        async with storage.transaction() as session:
+            await session.write_batch([AppendEvents(stream_id, [event_record()], expected)])
+
+    async with storage.transaction() as holder:
+        await holder.append("order-1", [event_record()], expected_version=0)
+        waiting = [
+            asyncio.create_task(commit("order-2", 0)),
+            asyncio.create_task(commit("order-1", 0)),  # stale once the holder commits
+            asyncio.create_task(commit("order-3", 0)),
+        ]
+        await _queued_commits(storage, 3)
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+
+    assert results[0] is None
+    assert isinstance(results[1], ConcurrencyError)
+    assert results[2] is None
+    assert [await versions(storage, s) for s in ("order-1", "order-2", "order-3")] == [
+        [1],
+        [1],
+        [1],
+    ]
+
+
+async def test_a_commit_queued_while_its_task_holds_the_writer_fails_instead_of_hanging(
+    storage: SqliteStorage,
+) -> None:
+    async def commit_inside_a_writing_transaction() -> None:
+        async with storage.transaction() as first:
+            await first.append("order-1", [event_record()], expected_version=0)
+            async with storage.transaction() as second:
+                await second.write_batch([AppendEvents("order-2", [event_record()], 0)])
+
+    with pytest.raises(PersistenceError, match="one writer at a time"):
+        await commit_inside_a_writing_transaction()
+    assert await versions(storage, "order-2") == []
 
 
 async def test_a_cancelled_transaction_rolls_back_and_frees_the_storage(

@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
     from eventfold.adapters.sqlite._thread import Connection
 
-__all__ = ["SqliteSession", "WriterSource", "translate_error"]
+__all__ = ["SqliteSession", "WriterSource", "commit_jobs", "translate_error"]
 
 T = TypeVar("T")
 Db = sqlite3.Connection
@@ -120,6 +120,10 @@ class WriterSource(Protocol):
         """Let the next transaction write."""
         ...
 
+    async def commit_writes(self, job: Callable[[Db], None]) -> None:
+        """Run ``job`` (a transaction's writes) and commit it, maybe grouped with others."""
+        ...
+
 
 class _EndedTransaction:
     """Stands in for the storage of a session whose transaction has ended.
@@ -136,6 +140,9 @@ class _EndedTransaction:
 
     def release_writer(self) -> None:
         """Nothing to release: the session holds nothing any more."""
+
+    async def commit_writes(self, job: Callable[[Db], None]) -> None:
+        raise PersistenceError(_ENDED_MESSAGE)
 
 
 _ENDED_MESSAGE = "this storage session's transaction has ended: open a new transaction"
@@ -327,10 +334,15 @@ class SqliteSession:
         pending, self._pending = self._pending, []
         end: Callable[[Db], None] = _finish
         if commit and pending:
-            end = _commit_writes(pending)
             if writer is None:
-                writer = await storage.acquire_writer()
-                end = _begin_then_end(end)
+                # Nothing written yet: the storage runs BEGIN, the writes and COMMIT in
+                # one job, in one transaction with other commits queued meanwhile.
+                try:
+                    await storage.commit_writes(lambda db: _apply_writes(db, pending))
+                except sqlite3.Error as exc:
+                    raise translate_error(exc, self._store) from exc
+                return
+            end = _commit_writes(pending)
         if writer is None:
             return
         try:
@@ -569,8 +581,39 @@ def _begin_then(db: Db, work: Callable[[Db], T]) -> T:
     return work(db)
 
 
-def _begin_then_end(end: Callable[[Db], None]) -> Callable[[Db], None]:
-    return lambda db: _begin_then(db, end)
+def commit_jobs(db: Db, jobs: Sequence[Callable[[Db], None]]) -> list[Exception | None]:
+    """Run each job (one transaction's writes) and COMMIT them all at once: one fsync.
+
+    Each job of several runs in a savepoint of its own: a job that fails (a conflict)
+    is rolled back alone and its error returned in its place; the others commit. A
+    COMMIT that fails raises, and then none of them is stored.
+    """
+    if db.in_transaction:
+        _end_quietly(db)  # a queued end that failed must not leak into this transaction
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if len(jobs) == 1:
+            jobs[0](db)
+            outcomes: list[Exception | None] = [None]
+        else:
+            outcomes = [_in_savepoint(db, job) for job in jobs]
+    except BaseException:
+        _end_quietly(db)
+        raise
+    _finish(db)
+    return outcomes
+
+
+def _in_savepoint(db: Db, job: Callable[[Db], None]) -> Exception | None:
+    db.execute("SAVEPOINT eventfold_commit")
+    try:
+        job(db)
+    except Exception as exc:  # noqa: BLE001 - handed to the transaction it belongs to
+        db.execute("ROLLBACK TO eventfold_commit")
+        db.execute("RELEASE eventfold_commit")
+        return exc
+    db.execute("RELEASE eventfold_commit")
+    return None
 
 
 def _after_writes(writes: list[Write], work: Callable[[Db], T]) -> Callable[[Db], T]:

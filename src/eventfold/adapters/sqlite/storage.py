@@ -19,15 +19,16 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from collections.abc import Callable
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from eventfold.adapters.sql.schema import metadata
 from eventfold.adapters.sqlite._thread import Connection, open_connection
-from eventfold.adapters.sqlite.session import SqliteSession
+from eventfold.adapters.sqlite.session import Db, SqliteSession, commit_jobs
 from eventfold.errors import PersistenceError, StoreUnavailableError
 
 __all__ = ["SqliteStorage", "create_sqlite_storage"]
@@ -69,6 +70,9 @@ class SqliteStorage:
         self._writer_task: asyncio.Task[object] | None = None
         self._writer: Connection | None = None
         self._reader: Connection | None = None
+        # Commits waiting to run together (see commit_writes), and the task running them.
+        self._queued: list[tuple[Callable[[Db], None], asyncio.Future[None]]] = []
+        self._committing: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
@@ -105,14 +109,7 @@ class SqliteStorage:
 
     async def acquire_writer(self) -> Connection:
         """Wait for the writer connection and keep it until :meth:`release_writer`."""
-        task = asyncio.current_task()
-        if self._write_lock.locked() and task is not None and self._writer_task is task:
-            # Waiting would wait for ourselves: fail loudly instead of hanging.
-            msg = (
-                f"{self._name}: this task already has a writing transaction open and "
-                "SQLite has one writer at a time; end that transaction first"
-            )
-            raise PersistenceError(msg)
+        task = self._not_holding_the_lock()
         await self._write_lock.acquire()
         self._writer_task = task
         try:
@@ -123,10 +120,71 @@ class SqliteStorage:
             raise
         return self._writer
 
+    def _not_holding_the_lock(self) -> asyncio.Task[Any] | None:
+        """The current task, which must not hold the write lock already."""
+        task = asyncio.current_task()
+        if self._write_lock.locked() and task is not None and self._writer_task is task:
+            # Waiting would wait for ourselves: fail loudly instead of hanging.
+            msg = (
+                f"{self._name}: this task already has a writing transaction open and "
+                "SQLite has one writer at a time; end that transaction first"
+            )
+            raise PersistenceError(msg)
+        return task
+
     def release_writer(self) -> None:
         """Let the next transaction write."""
         self._writer_task = None
         self._write_lock.release()
+
+    async def commit_writes(self, job: Callable[[Db], None]) -> None:
+        """Run ``job`` (one transaction's writes) and commit it; raise what it raised.
+
+        Group commit: the jobs of transactions that commit while another one holds the
+        write lock wait together and then run in one SQLite transaction, one savepoint
+        each, with one COMMIT - one fsync for all of them instead of one each. Each is
+        reported committed only once that COMMIT succeeded; one that conflicts is rolled
+        back alone and gets its own error.
+        """
+        if self._committing is None and not self._write_lock.locked():
+            # Nobody to wait for: commit at once, without a task to gather a group.
+            writer = await self.acquire_writer()
+            try:
+                await writer.run(lambda db: commit_jobs(db, [job]))
+            finally:
+                self.release_writer()
+            return
+        self._not_holding_the_lock()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queued.append((job, future))
+        if self._committing is None:
+            self._committing = asyncio.create_task(self._commit_queued())
+        await future
+
+    async def _commit_queued(self) -> None:
+        try:
+            writer = await self.acquire_writer()
+        except BaseException as exc:
+            jobs = self._take_queued()
+            _settle([future for _, future in jobs], exc)
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the waiting commits were told
+            return
+        jobs = self._take_queued()  # later commits form the next group
+        try:
+            outcomes = await writer.run(lambda db: commit_jobs(db, [job for job, _ in jobs]))
+        except BaseException as exc:  # noqa: BLE001 - the COMMIT failed: none is stored
+            _settle([future for _, future in jobs], exc)
+        else:
+            for (_, future), outcome in zip(jobs, outcomes, strict=True):
+                _settle([future], outcome)
+        finally:
+            self.release_writer()
+
+    def _take_queued(self) -> list[tuple[Callable[[Db], None], asyncio.Future[None]]]:
+        jobs, self._queued = self._queued, []
+        self._committing = None
+        return jobs
 
     async def _open(self, *, read_only: bool) -> Connection:
         try:
@@ -138,6 +196,16 @@ class SqliteStorage:
             )
         except sqlite3.Error as exc:
             raise StoreUnavailableError(self._name, str(exc)) from exc
+
+
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():  # its awaiting task was cancelled meanwhile
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 class _Transaction:

@@ -680,6 +680,41 @@ class StorageContract:
                 )
         assert await read(storage, "thing-2") == []
 
+    async def test_concurrent_write_batches_at_one_version_have_exactly_one_winner(
+        self, storage: Storage
+    ) -> None:
+        await append(storage, "thing-1", event_record(n=0))
+
+        async def commit(n: int) -> None:
+            async with storage.transaction() as session:
+                await session.write_batch(
+                    [AppendEvents("thing-1", [event_record(n=n)], 1), outbox_message(n)]
+                )
+
+        results = await asyncio.gather(*(commit(n) for n in range(1, 6)), return_exceptions=True)
+        winners = [n for n, result in zip(range(1, 6), results, strict=True) if result is None]
+        assert len(winners) == 1
+        assert all(isinstance(r, ConcurrencyError) for r in results if r is not None)
+        assert payloads(await read(storage, "thing-1")) == [0, *winners]
+        async with storage.transaction() as session:
+            outbox = await session.read_outbox(limit=10)
+        assert [json.loads(entry.message.data)["n"] for entry in outbox] == winners
+
+    async def test_concurrent_write_batches_on_distinct_streams_are_all_stored(
+        self, storage: Storage
+    ) -> None:
+        async def commit(n: int) -> None:
+            async with storage.transaction() as session:
+                await session.write_batch(
+                    [AppendEvents(f"thing-{n}", [event_record(n=n)], 0), outbox_message(n)]
+                )
+
+        await asyncio.gather(*(commit(n) for n in range(8)))
+        for n in range(8):
+            assert payloads(await read(storage, f"thing-{n}")) == [n]
+        async with storage.transaction() as session:
+            assert len(await session.read_outbox(limit=20)) == 8
+
     async def test_the_writes_of_a_rolled_back_batch_leave_nothing(self, storage: Storage) -> None:
         async def write_batch(session: StorageSession) -> None:
             await session.write_batch(
