@@ -81,6 +81,7 @@ from eventfold.application.readside.health import (
     retry_projection,
     skip_parked_event,
 )
+from eventfold.application.readside.partitions import Partition
 from eventfold.application.readside.projections import (
     Projection,
     ProjectionContext,
@@ -92,6 +93,7 @@ from eventfold.application.readside.projections import (
 )
 from eventfold.application.readside.queries import Page, QueryOptions, SearchResult, query_in_memory
 from eventfold.application.readside.read_models import DocumentReadModel
+from eventfold.application.readside.workers import ProjectionWorker, WorkUnit
 from eventfold.domain import (
     AggregateRoot,
     Decider,
@@ -193,6 +195,7 @@ __all__ = [
     "OutboxRelay",
     "Page",
     "ParkedFailure",
+    "Partition",
     "PersistenceCall",
     "PersistenceDispatcher",
     "PersistenceError",
@@ -210,6 +213,7 @@ __all__ = [
     "ProjectionParkedError",
     "ProjectionRunner",
     "ProjectionStatus",
+    "ProjectionWorker",
     "PublishError",
     "PublishReport",
     "QueryError",
@@ -252,6 +256,7 @@ __all__ = [
     "UnregisteredEventError",
     "Upcaster",
     "ValidationBehavior",
+    "WorkUnit",
     "apply_event",
     "create_tables",
     "current_event_metadata",

@@ -32,6 +32,7 @@ from eventfold.application.readside.health import (
     projection_health,
     save_health,
 )
+from eventfold.application.readside.partitions import Partition, checkpoint_name, stream_filter
 from eventfold.domain.dispatch import find_handler
 from eventfold.domain.errors import ConfigurationError, EventfoldError
 from eventfold.domain.events import EventMetadata
@@ -79,6 +80,10 @@ class Projection:
 
     name: ClassVar[str]
     read_models: ClassVar[Sequence[ReadModel]] = ()
+    categories: ClassVar[Sequence[str]] = ()
+    """Stream categories to follow (``"order"`` follows ``order-…`` streams); empty: all."""
+    partitions: ClassVar[int] = 1
+    """How many partitions by stream workers may split this projection into."""
 
     async def reset(self, context: ProjectionContext) -> None:
         """Clear the read models before a rebuild (inside the rebuild's transaction)."""
@@ -221,22 +226,25 @@ class ProjectionRunner:
         """The names of the projections this runner runs."""
         return list(self._projections)
 
-    def status(self, name: str) -> ProjectionStatus:
-        """The projection's status in this runner."""
-        return self._status[self._projection(name).name]
+    def status(self, name: str, *, partition: Partition | None = None) -> ProjectionStatus:
+        """The projection's (or one partition's) status in this runner."""
+        key = checkpoint_name(self._projection(name).name, partition)
+        return self._status.get(key, ProjectionStatus(key, "idle"))
 
-    async def process_batch(self, name: str) -> int:
+    async def process_batch(self, name: str, *, partition: Partition | None = None) -> int:
         """Apply the next batch after the checkpoint in one transaction; return its size.
 
+        With ``partition``, only the events of the streams that partition holds are
+        applied, under the partition's own checkpoint (see :class:`Partition`).
         A handler that raises parks the projection (:class:`ProjectionFailedError`); a
         parked projection applies nothing until an operator retries or skips the event
         (:class:`ProjectionParkedError`).
         """
         telemetry = active_telemetry()
         if telemetry is None:
-            return len(await self._process_batch(name))
+            return len(await self._process_batch(name, partition))
         with telemetry.span(f"project {name}", attributes={"eventfold.projection": name}) as span:
-            records = await self._process_batch(name)
+            records = await self._process_batch(name, partition)
             span.set_attribute("eventfold.projection.events", len(records))
         if records:
             # How far behind the newest event of the batch was when it was applied.
@@ -246,8 +254,10 @@ class ProjectionRunner:
             telemetry.add("eventfold.projection.events", len(records), attributes)
         return len(records)
 
-    async def _process_batch(self, name: str) -> list[StoredEvent]:
+    async def _process_batch(self, name: str, partition: Partition | None) -> list[StoredEvent]:
         projection = self._projection(name)
+        name = checkpoint_name(name, partition)
+        in_scope = _scope(projection, partition)
         while True:
             loaded: LogPosition | None = None
             try:
@@ -276,8 +286,9 @@ class ProjectionRunner:
                     # of one projection, the loser fails here or at commit, rolls back
                     # everything it wrote and reads again from the winner's checkpoint.
                     await session.save_checkpoint(name, position, expected=loaded)
+                    applied = records if in_scope is None else list(filter(in_scope, records))
                     await self._apply_all(
-                        projection, records, ProjectionContext(session), health.skipped_ids
+                        projection, applied, ProjectionContext(session), health.skipped_ids
                     )
             except ConcurrencyError:
                 if await self._checkpoint(name) == loaded:
@@ -352,14 +363,21 @@ class ProjectionRunner:
     async def run(self) -> None:
         """Run every projection until :meth:`stop`; a failing one stops alone."""
         self._stopping.clear()
-        await asyncio.gather(*(self._follow(name) for name in self._projections))
+        await asyncio.gather(*(self.follow(name) for name in self._projections))
+
+    def restart(self) -> None:
+        """Forget an earlier :meth:`stop`, so :meth:`follow` loops can run again."""
+        self._stopping.clear()
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish after the batches in hand."""
         self._stopping.set()
 
-    async def _follow(self, name: str) -> None:
-        self._status[name] = ProjectionStatus(name, "running")
+    async def follow(self, name: str, *, partition: Partition | None = None) -> None:
+        """Apply the projection's (or partition's) events as they come, until :meth:`stop`."""
+        self._projection(name)
+        key = checkpoint_name(name, partition)
+        self._status[key] = ProjectionStatus(key, "running")
         # One retrying loop per batch that finds events: an empty log and an unreachable
         # database are both waited out with a doubling pause (50 ms up to max_idle_wait),
         # cut short by a NOTIFY or by stop(); progress starts the pauses again from 50 ms.
@@ -368,19 +386,19 @@ class ProjectionRunner:
             wait=wait_exponential(multiplier=_FIRST_IDLE_WAIT, max=self._max_idle_wait),
             retry=retry_if_exception_type(StoreUnavailableError) | retry_if_result(_no_events),
             stop=lambda _: self._stopping.is_set(),
-            before_sleep=lambda attempt: _log_outage(name, attempt),
+            before_sleep=lambda attempt: _log_outage(key, attempt),
             retry_error_callback=lambda _: 0,
         )
         while not self._stopping.is_set():
             try:
-                await follow(self.process_batch, name)
+                await follow(self.process_batch, name, partition=partition)
             except (ProjectionFailedError, ProjectionParkedError) as error:
                 failure = error if isinstance(error, ProjectionFailedError) else None
                 if failure is not None:
-                    logger.error("%s", failure, extra={"projection": name})
-                if not await self._wait_while_parked(name, failure):
+                    logger.error("%s", failure, extra={"projection": key})
+                if not await self._wait_while_parked(key, failure):
                     return  # stopped while parked: the status stays "failed"
-        self._status[name] = ProjectionStatus(name, "stopped")
+        self._status[key] = ProjectionStatus(key, "stopped")
 
     async def _wait_while_parked(self, name: str, failure: ProjectionFailedError | None) -> bool:
         """Wait until an operator lifts the park (True) or the runner stops (False)."""
@@ -476,3 +494,11 @@ def _log_outage(name: str, attempt: RetryCallState) -> None:
     if attempt.outcome is not None and attempt.outcome.failed:
         error = attempt.outcome.exception()
         logger.warning("projection %s waits for the database: %s", name, error)
+
+
+def _scope(
+    projection: Projection, partition: Partition | None
+) -> Callable[[StoredEvent], bool] | None:
+    """Which events of the log ``projection`` applies (None: every one it handles)."""
+    categories = tuple(getattr(projection, "categories", ()))
+    return stream_filter(categories, partition)

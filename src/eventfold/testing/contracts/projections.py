@@ -7,6 +7,7 @@ with its schema created) to run it against a backend.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from eventfold.application.readside.health import (
     retry_projection,
     skip_parked_event,
 )
+from eventfold.application.readside.partitions import Partition
 from eventfold.application.readside.projections import (
     Projection,
     ProjectionContext,
@@ -33,6 +35,7 @@ from eventfold.application.readside.projections import (
 )
 from eventfold.application.readside.queries import QueryOptions
 from eventfold.application.readside.read_models import DocumentReadModel
+from eventfold.application.readside.workers import ProjectionWorker
 from eventfold.domain.aggregate import AggregateRoot
 from eventfold.domain.errors import InvalidStateError, UnknownFieldError
 from eventfold.domain.specification import SpecificationBuilder
@@ -101,6 +104,56 @@ class WithdrawalTotal(Projection):
 
     async def apply_Withdrawn(self, event: Withdrawn, context: ProjectionContext) -> None:  # noqa: N802
         await _add(context, "withdrawals", event.account, event.amount)
+
+
+class StreamLedger(Projection):
+    """The versions applied per stream, in the order applied: shows duplicates and order."""
+
+    name: ClassVar[str] = "ledger"
+    partitions: ClassVar[int] = 4
+
+    async def apply_Deposited(self, event: Deposited, context: ProjectionContext) -> None:  # noqa: N802
+        record = context.record
+        assert record is not None
+        await _append_version(context, self.name, record.stream_id, record.version)
+
+
+class AccountsOnly(StreamLedger):
+    """A ledger of the ``account-…`` streams only."""
+
+    name: ClassVar[str] = "accounts-only"
+    partitions: ClassVar[int] = 1
+    categories: ClassVar[tuple[str, ...]] = ("account",)
+
+
+async def _append_version(
+    context: ProjectionContext, collection: str, stream_id: str, version: int
+) -> None:
+    record = await context.session.load_document(collection, stream_id)
+    versions = json.loads(record.data) if record is not None else []
+    await context.session.save_document(
+        collection,
+        stream_id,
+        json.dumps([*versions, version]),
+        expected_version=record.version if record else 0,
+    )
+
+
+async def _ledger(storage: Storage, stream_id: str, collection: str = "ledger") -> list[int]:
+    async with storage.transaction() as session:
+        record = await session.load_document(collection, stream_id)
+    return json.loads(record.data) if record is not None else []
+
+
+async def _wait_for_ledger(storage: Storage, stream_id: str, expected: list[int]) -> None:
+    try:
+        async with asyncio.timeout(10):
+            while await _ledger(storage, stream_id) != expected:
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        found = await _ledger(storage, stream_id)
+        msg = f"the ledger of {stream_id} is {found}, not {expected}, after 10 s"
+        raise AssertionError(msg) from None
 
 
 class DepositCount(Balances):
@@ -360,6 +413,68 @@ class ProjectionContract:
         assert await runner.catch_up("withdrawals") == 1
         assert (await runner.lag("withdrawals")).events_behind == 0
 
+    async def test_partitions_of_a_projection_together_apply_every_stream_once_in_order(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        accounts = [f"p{n}" for n in range(12)]
+        await _append(storage, registry, *[Deposited(a, 1) for a in accounts for _ in range(3)])
+        runner = ProjectionRunner(storage, registry, [StreamLedger()], batch_size=5)
+
+        held: dict[int, set[str]] = {}
+        for index in range(3):
+            partition = Partition(index, 3)
+            while await runner.process_batch("ledger", partition=partition):
+                pass
+            held[index] = {a for a in accounts if partition.holds(f"account-{a}")}
+
+        assert set().union(*held.values()) == set(accounts)
+        assert sum(len(streams) for streams in held.values()) == len(accounts)
+        for account in accounts:
+            assert await _ledger(storage, f"account-{account}") == [1, 2, 3]
+
+    async def test_a_projection_follows_only_the_stream_categories_it_names(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        await _append(storage, registry, Deposited("a", 1))
+        async with storage.transaction() as session:
+            encoded = registry.encode(Deposited("a", 100))
+            record = EventRecord(
+                uuid.uuid4(), encoded.type_name, encoded.schema_version, encoded.data, T0
+            )
+            await session.append("audit-a", [record], expected_version=StreamState.ANY)
+        await until_readable(storage, "audit-a")
+
+        await ProjectionRunner(storage, registry, [AccountsOnly()]).catch_up("accounts-only")
+
+        assert await _ledger(storage, "account-a", "accounts-only") == [1]
+        assert await _ledger(storage, "audit-a", "accounts-only") == []
+
+    async def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_stops(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        first = ProjectionWorker(storage, registry, [StreamLedger()], lease_seconds=0.6)
+        second = ProjectionWorker(storage, registry, [StreamLedger()], lease_seconds=0.6)
+        tasks = [asyncio.create_task(first.run()), asyncio.create_task(second.run())]
+        try:
+            await _wait_until(
+                lambda: len(first.owned) == len(second.owned) == 2,
+                what="two workers owning two of the four partitions each",
+            )
+            assert set(first.owned).isdisjoint(second.owned)
+            await _append(storage, registry, *[Deposited(f"w{n}", 1) for n in range(8)])
+            second.stop()
+            await asyncio.wait_for(tasks[1], 10)
+            await _wait_until(lambda: len(first.owned) == 4, what="the survivor owning all four")
+            for n in range(8):
+                await _wait_for_ledger(storage, f"account-w{n}", [1])
+        finally:
+            first.stop()
+            second.stop()
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+
     async def test_the_live_runner_picks_up_events_appended_after_it_started(
         self, storage: Storage
     ) -> None:
@@ -469,10 +584,14 @@ async def _applications(storage: Storage) -> list[int]:
     return [item.count for item in found]
 
 
-async def _wait_until(condition: Any, seconds: float = 5.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not condition():
-            await asyncio.sleep(0.01)
+async def _wait_until(condition: Any, seconds: float = 10.0, what: str = "a condition") -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            while not condition():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        msg = f"waited {seconds} s for {what}"
+        raise AssertionError(msg) from None
 
 
 async def _wait_for_balance(
