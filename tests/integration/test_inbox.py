@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from eventfold import DataSource, EventRegistry, PersistenceModel, event_type
-from eventfold.adapters.memory import create_memory_broker
+from eventfold.adapters.memory import MemoryBroker
 from eventfold.application.messaging.inbox import IdempotentConsumer, InboxContext, purge_inbox
 from eventfold.ports import BrokerMessage, Delivery, Storage
 from eventfold.testing.contracts.broker import Inbox
@@ -99,8 +99,10 @@ async def test_a_failing_handler_leaves_no_inbox_row_and_no_effect(any_storage: 
     assert await total(any_storage, "totals") == 5
 
 
-async def test_a_failed_message_is_delivered_again_and_applied_once(any_storage: Storage) -> None:
-    broker = create_memory_broker()
+async def test_a_failed_message_is_delivered_again_and_applied_once(
+    any_storage: Storage, memory_broker: MemoryBroker
+) -> None:
+    broker = memory_broker
     seen = Inbox()
     handle = consumer(any_storage, "totals", fail_first=2)
 

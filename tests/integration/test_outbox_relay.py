@@ -10,7 +10,7 @@ from uuid import UUID
 
 import pytest
 
-from eventfold.adapters.memory import create_memory_broker
+from eventfold.adapters.memory import MemoryBroker
 from eventfold.adapters.memory.outbox import create_memory_outbox_store
 from eventfold.application.messaging.outbox import OutboxMetrics, OutboxRelay, RetryPolicy
 from eventfold.errors import BrokerUnavailableError, PublishError
@@ -43,10 +43,8 @@ class FlakyPublisher:
 
 
 @pytest.fixture
-async def broker() -> Any:
-    broker = create_memory_broker()
-    yield broker
-    await broker.close()
+def broker(memory_broker: MemoryBroker) -> MemoryBroker:
+    return memory_broker  # eventfold's pytest plugin closes it afterwards
 
 
 async def _drain(relay: OutboxRelay) -> None:
