@@ -214,7 +214,6 @@ class CommandScenario:
                 for entity in entities:
                     entity.pull_events()
                     uow.repository(type(entity)).add(entity)
-                await uow.commit()
 
         self._setup.append(store)
         return self
