@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 # mkdocs-material prints a banner about its successor on every build: not ours to act on.
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install demo test lint docs docs-build bench serve
+.PHONY: install demo test lint docs docs-build bench serve chromium
 
 $(BIN)/python:
 	python3 -m venv $(VENV)
@@ -34,7 +34,12 @@ lint: install
 docs-build: install
 	$(BIN)/mkdocs build --strict
 
-test: lint docs-build
+# The admin page's browser tests drive Debian's Chromium through Playwright, never a
+# browser Playwright would download.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)
+
+test: lint docs-build chromium
 	$(BIN)/pytest -p no:cacheprovider
 
 docs: install

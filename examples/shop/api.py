@@ -3,6 +3,7 @@
 The database comes from ``EVENTFOLD_DATABASE_URL`` (default ``sqlite:///shop.db``). Every
 route sends one request through the mediator, whose transaction behaviour gives it its
 own unit of work; failed results are RFC 9457 problem details, documented per route.
+The admin page is mounted at ``/admin`` (on localhost only).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Header, Query, Response
 
+from eventfold.admin import create_admin_router
 from eventfold.integrations.fastapi import MediatorDep, problem_responses, setup, to_response
 
 from .application import (
@@ -221,6 +223,9 @@ def create_app(database_url: str | None = None, *, schema: str | None = None) ->
     app.state.shop = shop
     setup(app, shop.mediator)
     app.include_router(router)
+    # The operators' page, on localhost only (give it a token to open it further).
+    admin = create_admin_router(shop.storage, events=shop.events, projections=shop.projections)
+    app.include_router(admin, prefix="/admin")
     return app
 
 

@@ -37,6 +37,7 @@ _GROUPS = (
     ("inbox", "eventfold.cli.inbox"),
     ("outbox", "eventfold.cli_outbox"),
     ("dead-letters", "eventfold.cli.dead_letters"),
+    ("admin", "eventfold.cli.admin"),
 )
 
 
