@@ -6,13 +6,14 @@ import re
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import asyncpg
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from eventfold import QueryOptions
 from eventfold.adapters.sql.specification import search_table
 from eventfold.adapters.sql.statements import compile_statement
-from eventfold.errors import ConfigurationError
+from eventfold.errors import ConfigurationError, InvalidValueError
 
 metadata = sa.MetaData()
 items = sa.Table(
@@ -52,3 +53,24 @@ def test_searching_a_table_in_a_session_that_runs_no_sql_says_so() -> None:
 
     with pytest.raises(ConfigurationError, match="runs no SQL"):
         search_table(object(), table, QueryOptions())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dialect", [asyncpg.dialect(), sqlite.dialect()])
+@pytest.mark.parametrize("value", ["a\x00b", "a\ud800b"])
+def test_text_no_backend_can_store_is_refused_naming_its_column(
+    dialect: sa.engine.Dialect, value: str
+) -> None:
+    statement = sa.insert(items).values(id=1, name=value)
+    with pytest.raises(InvalidValueError) as raised:
+        compile_statement(statement, dialect)
+    assert raised.value.field == "name"
+
+
+@pytest.mark.parametrize("dialect", [asyncpg.dialect(), sqlite.dialect()])
+def test_an_integer_beyond_64_bits_in_a_list_is_refused_naming_its_column(
+    dialect: sa.engine.Dialect,
+) -> None:
+    statement = sa.select(items.c.name).where(items.c.id.in_([1, 2**64]))
+    with pytest.raises(InvalidValueError) as raised:
+        compile_statement(statement, dialect)
+    assert raised.value.field == "id"

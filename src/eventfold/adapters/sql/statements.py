@@ -7,6 +7,10 @@ parameters positionally (``?`` for sqlite, ``$1`` for asyncpg) through the diale
 bind processors, and :meth:`CompiledStatement.process_rows` turns the driver's rows into
 dictionaries of Python values (JSON decoded, ``Numeric`` as ``Decimal``, datetimes
 parsed where the driver returns text) exactly as a SQLAlchemy engine would.
+
+Every parameter is checked first: a value that one of the backends could not store (a
+NUL character, an integer beyond 64 bits, see :mod:`eventfold.domain.storable`) raises
+:class:`~eventfold.errors.InvalidValueError` naming its column, on every dialect alike.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.schema import Column
 from sqlalchemy.sql.type_api import TypeEngine
 
+from eventfold.domain.storable import check_value
 from eventfold.errors import ConfigurationError
 
 __all__ = ["CompiledStatement", "compile_statement"]
@@ -141,6 +146,8 @@ def compile_statement(statement: Executable, dialect: Dialect) -> CompiledStatem
     # The compiler's private bind processors and result columns are what an engine
     # itself uses to execute a compiled statement; no public API exposes them.
     processors = compiled._bind_processors
+    for name in compiled.positiontup or ():
+        _check_storable(_field_of(compiled, name), values[name])
     if dialect.name == "sqlite":
         # SQLite keeps datetimes as text without an offset: aware ones are written in UTC.
         values = {name: _in_utc(value) for name, value in values.items()}
@@ -156,6 +163,26 @@ def compile_statement(statement: Executable, dialect: Dialect) -> CompiledStatem
         tuple(column.type for column in columns),
         dialect,
     )
+
+
+def _check_storable(field: str, value: Any) -> None:
+    """Refuse, by name, a value one of the SQL backends could not store (see storable)."""
+    if isinstance(value, tuple | list):
+        for item in value:
+            _check_storable(field, item)
+    else:
+        check_value(field, value)
+
+
+def _field_of(compiled: SQLCompiler, name: str) -> str:
+    """The column a parameter is bound for, as a user names it."""
+    bind = compiled.binds.get(name)
+    if bind is None:  # one value of an expanded IN list: "<bind>_<n>"
+        bind = compiled.binds.get(name.rpartition("_")[0])
+    # A comparison's bind keeps its column's name; a VALUES/SET bind is named after its
+    # column already (its own key is a generic "param").
+    key = getattr(bind, "_orig_key", None)
+    return name if key in (None, "param") else str(key)
 
 
 def _processor_for(compiled: SQLCompiler, processors: Mapping[str, Any], name: str) -> Any:
