@@ -131,6 +131,12 @@ class StateStoredModel:
     dump: Callable[[Any], str]
     load: Callable[[Any, str], Any]
     table: TableMapping | None = None
+    log_events: bool = False
+    """Whether its events are also appended to the global log (stream ``<name>-<id>``)."""
+
+    def stream_id(self, entity_id: object) -> str:
+        """The stream its events are logged under, when ``log_events`` is on."""
+        return f"{self.name}-{entity_id}"
 
 
 Model = EventSourcedModel | StateStoredModel
@@ -188,8 +194,15 @@ class PersistenceModel:
         table: TableMapping | None = None,
         dump: Callable[[Any], str] | None = None,
         load: Callable[[Any, str], Any] | None = None,
+        log_events: bool = False,
     ) -> StateStoredModel:
-        """Keep ``entity_type`` as its current state; its events go to the outbox only."""
+        """Keep ``entity_type`` as its current state; its events go to the outbox.
+
+        With ``log_events``, its events are also appended to the global log (one more row
+        per event, in the same transaction), so projections can follow them beside the
+        event-sourced types' events. The state row stays the source of truth: the log of
+        a state-stored type is a history to project, not one to load the entity from.
+        """
         if not (isinstance(entity_type, type) and issubclass(entity_type, Entity)):
             msg = f"{_name_of(entity_type)} is not an Entity: only entities are state-stored"
             raise ConfigurationError(msg)
@@ -199,7 +212,9 @@ class PersistenceModel:
         if dump is None or load is None:
             # A row of the user's table is mapped by the table mapping, not by JSON.
             dump, load = _no_codec(entity_type) if table else _default_codec(entity_type)
-        model = StateStoredModel(entity_type, name or entity_type.__name__, dump, load, table)
+        model = StateStoredModel(
+            entity_type, name or entity_type.__name__, dump, load, table, log_events
+        )
         self._add(entity_type, model)
         return model
 

@@ -24,7 +24,7 @@ from eventfold.domain.decider import Decider
 from eventfold.domain.entity import Entity
 from eventfold.domain.events import EventEnvelope
 from eventfold.errors import AggregateNotFoundError, ConfigurationError
-from eventfold.ports import SnapshotRecord, StorageSession
+from eventfold.ports import SnapshotRecord, StorageSession, StreamState
 
 __all__ = [
     "DeciderRepository",
@@ -273,7 +273,7 @@ class _DocumentChange:
                 )
                 self.loaded_data = data
         if events:
-            batch.records(events, self.model.name, key)
+            _record_state_stored(batch, self.model, key, events)
 
     def settle(self) -> None:
         settle_entity(self.entity, self._events, self.new_version)
@@ -316,12 +316,27 @@ class _RowChange:
                 )
                 self.loaded_row = row
         if events:
-            batch.records(events, self.model.name, str(key))
+            _record_state_stored(batch, self.model, str(key), events)
 
     def settle(self) -> None:
         settle_entity(self.entity, self._events, self.new_version)
         if self.new_version:
             self.loaded_version = self.new_version
+
+
+def _record_state_stored(
+    batch: CommitBatch, model: StateStoredModel, key: str, events: Sequence[object]
+) -> None:
+    """Outbox rows for a state-stored entity's events, and log rows when it logs them."""
+    if not model.log_events:
+        batch.records(events, model.name, key)
+        return
+    # Appended at whatever version the stream has: the state row's own version check
+    # already serialises writers of this entity, and a type that starts logging late
+    # has a stream that is shorter than its row's history.
+    stream_id = model.stream_id(key)
+    records = batch.records(events, model.name, key, stream_id=stream_id)
+    batch.append(stream_id, records, expected_version=StreamState.ANY)
 
 
 def settle_entity(entity: Entity[Any], flushed: tuple[object, ...], new_version: int) -> None:

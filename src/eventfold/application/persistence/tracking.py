@@ -21,6 +21,7 @@ from eventfold.ports import (
     AppendEvents,
     DeleteDocument,
     EventRecord,
+    ExpectedVersion,
     OutboxMessage,
     SaveDocument,
     SnapshotRecord,
@@ -150,11 +151,16 @@ class CommitBatch:
         self._traceparent = None if telemetry is None else telemetry.traceparent()
 
     def append(
-        self, stream_id: str, records: Sequence[EventRecord], *, expected_version: int
+        self, stream_id: str, records: Sequence[EventRecord], *, expected_version: ExpectedVersion
     ) -> int:
-        """Queue an append at ``expected_version``; return the version it leads to."""
+        """Queue an append at ``expected_version``; return the version it leads to.
+
+        With ``StreamState.ANY`` the storage places the events after whatever the stream
+        holds, and the number returned is only how many were queued.
+        """
         self.writes.append(AppendEvents(stream_id, records, expected_version))
-        return expected_version + len(records)
+        start = expected_version if isinstance(expected_version, int) else 0
+        return start + len(records)
 
     def save_snapshot(self, snapshot: SnapshotRecord) -> None:
         """Queue a snapshot."""

@@ -38,6 +38,7 @@ from eventfold.domain.events import event_type
 from eventfold.errors import AggregateNotFoundError, ConcurrencyError, UnregisteredEventError
 from eventfold.ports import LOG_START, EventRecord, Storage, StoredEvent
 from eventfold.serialization import EventRegistry
+from eventfold.testing.contracts.storage import until_readable
 
 __all__ = ["ManualClock", "PersistenceContract", "SqlTableContract"]
 
@@ -604,6 +605,34 @@ class PersistenceContract:
             entries = await session.read_outbox(limit=10)
         assert read_outbox_types(entries) == [("CreditGranted", "Customer", "c-1")]
         assert published.events == [CreditGranted("c-1", 5)]
+
+    async def test_a_state_stored_type_that_logs_its_events_puts_them_in_the_global_log(
+        self, storage: Storage, events: EventRegistry
+    ) -> None:
+        model = PersistenceModel()
+        model.event_sourced(Account)
+        model.state_stored(Customer, log_events=True)
+        source = DataSource("orders_db", storage, model, events, clock=lambda: T0)
+        async with source.unit_of_work() as uow:
+            customer = Customer("c-1", "Carol")
+            customer.grant_credit(5)
+            uow.state_stored(Customer).add(customer)
+            uow.event_sourced(Account).add(Account.open("a-1", "alice"))
+            await uow.commit()
+        async with source.unit_of_work() as uow:
+            (await uow.state_stored(Customer).get_required("c-1")).grant_credit(7)
+            await uow.commit()
+
+        await until_readable(storage, "Customer-c-1")
+        logged = [(e.stream_id, e.version, e.type_name) for e in await _read_log(storage)]
+        assert sorted(logged) == [
+            ("Account-a-1", 1, "AccountOpened"),
+            ("Customer-c-1", 1, "CreditGranted"),
+            ("Customer-c-1", 2, "CreditGranted"),
+        ]
+        async with storage.transaction() as session:
+            outbox = await session.read_outbox(limit=10)
+        assert len(outbox) == 3, "logging its events still writes their outbox rows"
 
     async def test_a_stale_state_stored_update_raises_concurrency_error(
         self, storage: Storage, events: EventRegistry
