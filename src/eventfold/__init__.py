@@ -105,7 +105,7 @@ from eventfold.domain import (
     event_type,
     event_version,
 )
-from eventfold.domain.personal_data import PersonalData, personal_data
+from eventfold.domain.personal_data import PersonalData, SubjectForgotten, personal_data
 from eventfold.domain.specification import FieldSet, Specification, SpecificationBuilder
 from eventfold.errors import (
     AggregateDefinitionError,
@@ -247,6 +247,7 @@ __all__ = [
     "StepRefusedError",
     "StoreUnavailableError",
     "StreamState",
+    "SubjectForgotten",
     "TableMapping",
     "TransactionBehavior",
     "UnitOfWork",

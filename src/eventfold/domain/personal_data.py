@@ -16,11 +16,22 @@ domain, so events stay plain values in memory.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["FORGOTTEN", "NOT_SET", "PersonalData", "declared_personal_fields", "personal_data"]
+from eventfold.domain.events import event_type
+
+__all__ = [
+    "FORGOTTEN",
+    "NOT_SET",
+    "PersonalData",
+    "SubjectForgotten",
+    "declared_personal_fields",
+    "has_personal_data",
+    "personal_data",
+]
 
 T = TypeVar("T", bound=type)
 
@@ -74,3 +85,31 @@ def personal_data(*fields: str, subject: str, redacted: Any = NOT_SET) -> Callab
 def declared_personal_fields(cls: type) -> dict[str, PersonalData]:
     """The fields :func:`personal_data` declared on ``cls`` itself (not inherited)."""
     return dict(cls.__dict__.get(_DECLARED_ATTR, {}))
+
+
+def has_personal_data(cls: type) -> bool:
+    """Whether an event class marks any field as personal data."""
+    if declared_personal_fields(cls):
+        return True
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except (NameError, TypeError):
+        return False
+    return any(
+        isinstance(item, PersonalData)
+        for hint in hints.values()
+        if typing.get_origin(hint) is typing.Annotated
+        for item in hint.__metadata__
+    )
+
+
+@event_type("eventfold.SubjectForgotten")
+@dataclass(frozen=True, slots=True)
+class SubjectForgotten:
+    """A person was forgotten: whoever keeps copies of their personal data erases them.
+
+    Written to the log (stream ``eventfold.forgotten-<subject>``) and to the outbox when a
+    subject's key is deleted, so projections and broker consumers hear of it.
+    """
+
+    subject: str

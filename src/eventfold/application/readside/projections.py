@@ -36,6 +36,7 @@ from eventfold.application.readside.partitions import Partition, checkpoint_name
 from eventfold.domain.dispatch import find_handler
 from eventfold.domain.errors import ConfigurationError, EventfoldError
 from eventfold.domain.events import EventMetadata
+from eventfold.domain.personal_data import SubjectForgotten, has_personal_data
 from eventfold.errors import ConcurrencyError, StoreUnavailableError
 from eventfold.ports.records import LOG_START, LogPosition, StoredEvent
 from eventfold.ports.storage import Storage, StorageSession
@@ -193,6 +194,33 @@ class ProjectionLag:
     seconds_behind: float
 
 
+def _check_forgets(projection: Projection, events: EventRegistry) -> None:
+    """Refuse a projection that reads personal data and cannot forget it.
+
+    Its read models would keep a forgotten person's data in clear: it must handle
+    :class:`SubjectForgotten` (erase or redact what it keeps of them), or say with
+    ``keeps_personal_data = False`` that it stores none of the personal fields it reads.
+    """
+    projection_type = type(projection)
+    if not getattr(projection_type, "keeps_personal_data", True):
+        return
+    if find_handler(projection_type, SubjectForgotten) is not None:
+        return
+    personal = sorted(
+        name
+        for name, cls in events.type_names().items()
+        if has_personal_data(cls) and find_handler(projection_type, cls) is not None
+    )
+    if personal:
+        msg = (
+            f"projection {projection.name!r} reads personal data ({', '.join(personal)}) "
+            f"but cannot forget it: give it apply_SubjectForgotten(self, event, context) "
+            f"that erases what it keeps of event.subject, or set keeps_personal_data = False "
+            f"on {projection_type.__name__} if it stores none of the personal fields"
+        )
+        raise ConfigurationError(msg)
+
+
 class ProjectionRunner:
     """Runs projections side by side: catch up from the checkpoint, then follow live."""
 
@@ -210,6 +238,8 @@ class ProjectionRunner:
         if len(set(names)) != len(names):
             msg = f"projection names must be unique, got {names}"
             raise ConfigurationError(msg)
+        for projection in projections:
+            _check_forgets(projection, events)
         self._storage = storage
         self._events = events
         self._projections = {p.name: p for p in projections}
