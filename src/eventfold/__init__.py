@@ -34,6 +34,11 @@ from eventfold.application.messaging.sagas import (
     StepContext,
     StepRefusedError,
 )
+from eventfold.application.messaging.scheduler import (
+    ScheduledInbox,
+    Scheduler,
+    scheduled_message,
+)
 from eventfold.application.persistence.caching import CacheCodec, CachingPersistenceDispatcher
 from eventfold.application.persistence.dispatcher import (
     DECLINED,
@@ -233,6 +238,8 @@ __all__ = [
     "SagaStarter",
     "SagaState",
     "SagaStatus",
+    "ScheduledInbox",
+    "Scheduler",
     "SchemaMissingError",
     "SearchResult",
     "SerializationError",
@@ -274,6 +281,7 @@ __all__ = [
     "register_aggregate",
     "register_read_model",
     "retry_projection",
+    "scheduled_message",
     "skip_parked_event",
     "unit_of_work_factories",
 ]

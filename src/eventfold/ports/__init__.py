@@ -30,6 +30,13 @@ from eventfold.ports.records import (
     StreamState,
     Write,
 )
+from eventfold.ports.scheduling import (
+    ClaimedMessage,
+    ScheduleClaimer,
+    ScheduledMessage,
+    ScheduleStore,
+    ScheduleWriter,
+)
 from eventfold.ports.storage import (
     BatchWriter,
     CheckpointStore,
@@ -54,6 +61,7 @@ __all__ = [
     "BrokerMessage",
     "Cache",
     "CheckpointStore",
+    "ClaimedMessage",
     "DeadLetter",
     "DeadLetterKeeper",
     "DeadLetterReader",
@@ -78,6 +86,10 @@ __all__ = [
     "OutboxStats",
     "OutboxWriter",
     "SaveDocument",
+    "ScheduleClaimer",
+    "ScheduleStore",
+    "ScheduleWriter",
+    "ScheduledMessage",
     "SnapshotRecord",
     "SnapshotStore",
     "SqlExecutor",

@@ -34,6 +34,7 @@ __all__ = [
     "inbox",
     "metadata",
     "outbox",
+    "schedules",
     "snapshots",
 ]
 
@@ -155,4 +156,32 @@ inbox = Table(
     Column("processed_at", _timestamp, nullable=False),
     PrimaryKeyConstraint("event_id", "handler_name", name="eventfold_inbox_pk"),
     Index("eventfold_inbox_processed_at", "processed_at"),
+)
+
+# Messages due later (timeouts, reminders), written in the transaction that decided them.
+# A scheduler claims due rows (claimed_by, claimed_until: a lease, also the retry time of
+# a failed delivery), delivers them and stamps fired_at; fired rows stay, so scheduling
+# the same id again (a replayed decision) fires nothing twice.
+schedules = Table(
+    "eventfold_schedules",
+    metadata,
+    Column("schedule_id", Text, primary_key=True),
+    Column("message_id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("key", Text),
+    Column("due_at", _timestamp, nullable=False),
+    Column("created_at", _timestamp, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("claimed_by", Text),
+    Column("claimed_until", _timestamp),
+    Column("fired_at", _timestamp),
+    Column("last_error", Text),
+    Index(
+        "eventfold_schedules_due",
+        "due_at",
+        postgresql_where=text("fired_at IS NULL"),
+        sqlite_where=text("fired_at IS NULL"),
+    ),
+    Index("eventfold_schedules_key", "key"),
 )
