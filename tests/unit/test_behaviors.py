@@ -154,6 +154,21 @@ async def test_a_value_that_cannot_be_converted_is_a_400_naming_the_field(
     assert (result.status, _fields(result), Recorder.calls) == (400, {"price"}, [])
 
 
+@pytest.mark.parametrize("city", ["Ly\x00on", "Ly\ud800on"])
+async def test_text_no_store_can_hold_is_a_400_naming_the_nested_field(
+    mediator: Mediator, city: str
+) -> None:
+    result = await mediator.send(SetPrice(Decimal(1), 1, Address(city)))
+    assert (result.status, _fields(result), Recorder.calls) == (400, {"address.city"}, [])
+
+
+async def test_text_holding_an_escaped_backslash_u0000_reaches_the_handler(
+    mediator: Mediator,
+) -> None:
+    result = await mediator.send(SetPrice(Decimal(1), 1, Address("\\u0000")))
+    assert result.status == 200
+
+
 async def test_a_request_that_is_not_a_dataclass_or_model_is_not_validated() -> None:
     class Ping:
         pass

@@ -46,7 +46,11 @@ class StreamReader(Protocol):
         to_version: int | None = None,
         as_of: datetime | None = None,
     ) -> list[StoredEvent]:
-        """A stream's events in version order, within the bounds, occurring by ``as_of``."""
+        """A stream's events in version order, within the bounds, occurring by ``as_of``.
+
+        A naive ``as_of`` is UTC; ids and moments no backend can store raise
+        :class:`~eventfold.errors.InvalidValueError` (see :mod:`eventfold.ports.checks`).
+        """
         ...
 
     async def stream_version(self, stream_id: str) -> int:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
@@ -93,6 +94,17 @@ def _instance_validator(cls: type) -> Validator:
     return validate
 
 
+def _unstorable_fields(request: object) -> list[FieldError]:
+    """A field error for each text in ``request`` that no store could hold."""
+    try:
+        # Fast path: JSON in C; a NUL shows as an escape, a lone surrogate fails to encode.
+        if b"\\u0000" not in pydantic_core.to_json(request):
+            return []
+    except (pydantic_core.PydanticSerializationError, ValueError, TypeError):
+        pass  # a lone surrogate, or a type JSON does not know: look field by field
+    return list(_unstorable_text(request))
+
+
 def _unstorable_text(value: object, path: str = "") -> Iterator[FieldError]:
     """A field error for each text in ``value`` that no store could hold (a NUL, ...)."""
     if isinstance(value, str):
@@ -152,7 +164,7 @@ class ValidationBehavior:
             return await next(request, context)
         validated = validate(request)
         if not validated.errors:
-            validated = Validated(validated.request, list(_unstorable_text(validated.request)))
+            validated = Validated(validated.request, _unstorable_fields(validated.request))
         if validated.errors:
             detail = f"{type(request).__name__} is invalid"
             return OperationResult.bad_request(detail, errors=validated.errors)
