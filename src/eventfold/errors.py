@@ -216,11 +216,9 @@ class AggregateNotFoundError(PersistenceError, EntityNotFoundError):
 class StoreUnavailableError(PersistenceError):
     """The database or cache cannot be reached."""
 
-    def __init__(self, store: str, reason: str) -> None:
-        super().__init__(
-            f"{store} is unreachable: {reason} (check that the server is running and that "
-            "the URL, host and port are right)"
-        )
+    def __init__(self, store: str, reason: str, *, hint: str | None = None) -> None:
+        hint = hint or "check that the server is running and that the URL, host and port are right"
+        super().__init__(f"{store} is unreachable: {reason} ({hint})")
         self.store = store
         self.reason = reason
 

@@ -38,7 +38,8 @@ class TcpProxy:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        for writer in list(self._writers):
+        writers, self._writers = self._writers, set()
+        for writer in writers:
             writer.transport.abort()
         for pipe in list(self._pipes):
             pipe.cancel()
@@ -72,12 +73,21 @@ class TcpProxy:
         if connection is not None:
             self._connections.add(connection)
             connection.add_done_callback(self._connections.discard)
+        if self._server is None:  # accepted just before a cut, handled after it
+            writer.transport.abort()
+            return
+        # Known from the start, so that a cut while the upstream side opens resets it too.
+        self._writers.add(writer)
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
         except OSError:
+            self._writers.discard(writer)
             writer.transport.abort()
             return
-        self._writers.update((writer, upstream_writer))
+        if writer not in self._writers:  # cut meanwhile: this connection is already reset
+            upstream_writer.transport.abort()
+            return
+        self._writers.add(upstream_writer)
         pipes = (
             asyncio.create_task(self._pipe(reader, upstream_writer)),
             asyncio.create_task(self._pipe(upstream_reader, writer)),

@@ -17,9 +17,17 @@ __all__ = ["CommitNotifier", "EventListener"]
 
 logger = logging.getLogger("eventfold.postgres")
 
+_CLOSE_TIMEOUT = 5.0
+"""Seconds to close the listening connection politely before terminating it."""
+
 
 class EventListener:
-    """One dedicated connection LISTENing for appends to one schema, opened on first wait."""
+    """One dedicated connection LISTENing for appends to one schema, opened on first wait.
+
+    The connection is its own, outside the pool: listening never takes a connection a
+    transaction needs. Waiters that arrive while it connects share that one attempt, and
+    a waiter that gives up (times out, is cancelled) does not abandon it half-open.
+    """
 
     def __init__(
         self, connect: Callable[[], Awaitable[asyncpg.Connection]], schema: str, store: str
@@ -28,12 +36,13 @@ class EventListener:
         self._schema = schema
         self._store = store
         self._connection: asyncpg.Connection | None = None
+        self._connecting: asyncio.Task[None] | None = None
         self._woken = asyncio.Event()
 
     async def wait(self, timeout: float) -> bool:  # noqa: ASYNC109
         """True once a notification arrived since the last wake-up, False after ``timeout``."""
         if self._connection is None or self._connection.is_closed():
-            await self._listen()
+            await self._listening()
         try:
             await asyncio.wait_for(self._woken.wait(), timeout)
         except TimeoutError:
@@ -43,25 +52,45 @@ class EventListener:
 
     async def close(self) -> None:
         """Stop listening and close the connection."""
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, PersistenceError):
+                await connecting
         connection, self._connection = self._connection, None
         if connection is not None and not connection.is_closed():
-            await connection.close()
+            try:
+                await connection.close(timeout=_CLOSE_TIMEOUT)
+            except DRIVER_ERRORS:
+                connection.terminate()  # the server ends a session whose socket is gone
+            except asyncio.CancelledError:
+                connection.terminate()
+                raise
+
+    async def _listening(self) -> None:
+        """Open the listening connection, or wait for the attempt already under way."""
+        if self._connecting is None:
+            self._connecting = asyncio.get_running_loop().create_task(self._listen())
+        # Shielded: a waiter that gives up leaves the attempt to finish for the others.
+        await asyncio.shield(self._connecting)
 
     async def _listen(self) -> None:
-        connection = await self._connect()
         try:
-            await connection.add_listener(NOTIFY_CHANNEL, self._on_notification)
-        except DRIVER_ERRORS as exc:
-            connection.terminate()
-            raise translate(exc, self._store) from exc
-        except BaseException:
-            # Cancelled mid-LISTEN (a reader stopped waiting): nobody else holds it.
-            connection.terminate()
-            raise
-        connection.add_termination_listener(self._on_termination)
-        self._connection = connection
-        # Events may have committed before LISTEN took effect: wake the reader once.
-        self._woken.set()
+            connection = await self._connect()
+            try:
+                await connection.add_listener(NOTIFY_CHANNEL, self._on_notification)
+            except BaseException as exc:
+                connection.terminate()
+                if isinstance(exc, DRIVER_ERRORS):
+                    raise translate(exc, self._store) from exc
+                raise
+            connection.add_termination_listener(self._on_termination)
+            self._connection = connection
+            # Events may have committed before LISTEN took effect: wake the reader once.
+            self._woken.set()
+        finally:
+            if self._connecting is asyncio.current_task():
+                self._connecting = None
 
     def _on_notification(
         self, _connection: object, _pid: int, _channel: str, payload: object

@@ -15,6 +15,7 @@ from eventfold.adapters.postgres.listener import CommitNotifier, EventListener
 from eventfold.adapters.postgres.session import PostgresSession
 from eventfold.adapters.postgres.sql import NOTIFY, NOTIFY_CHANNEL
 from eventfold.adapters.sql.schema import metadata
+from eventfold.errors import ConfigurationError, StoreUnavailableError
 
 __all__ = ["PostgresStorage", "create_postgres_storage"]
 
@@ -61,8 +62,9 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     asyncpg's default reset (unlisten, unlock advisory locks, RESET ALL, ...) is a round
     trip per transaction. eventfold's sessions always end their transaction, take only
     transaction-scoped locks and never LISTEN on pooled connections, so there is nothing
-    to reset; a user statement that changes session settings (``SET ...``) must use
-    ``SET LOCAL``.
+    to reset (asyncpg still rolls back a transaction left open, for instance by a
+    cancelled task); a user statement that changes session settings (``SET ...``) must
+    use ``SET LOCAL``.
     """
 
 
@@ -74,20 +76,32 @@ class PostgresStorage:
     """A :class:`~eventfold.ports.Storage` on PostgreSQL, with one schema for its tables."""
 
     def __init__(
-        self, dsn: str, *, schema: str, min_size: int, max_size: int, name: str | None
+        self,
+        dsn: str,
+        *,
+        schema: str,
+        min_size: int,
+        max_size: int,
+        acquire_timeout: float,
+        name: str | None,
     ) -> None:
+        if min_size < 0 or max_size < 1 or min_size > max_size:
+            msg = (
+                "pool sizes must satisfy 0 <= min_size <= max_size and max_size >= 1, "
+                f"got min_size={min_size}, max_size={max_size}"
+            )
+            raise ConfigurationError(msg)
+        if acquire_timeout <= 0:
+            msg = f"acquire_timeout must be a positive number of seconds, got {acquire_timeout}"
+            raise ConfigurationError(msg)
         self._dsn = dsn
         self._schema = schema
         self._min_size = min_size
         self._max_size = max_size
+        self._acquire_timeout = acquire_timeout
         self._name = name or _describe_dsn(dsn)
         self._pool: asyncpg.Pool | None = None
-        # The pool close() is closing: transactions still running give their connections
-        # back to it, so that close() need not wait for them until its timeout.
-        self._closing: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
-        # Connections taken from the pool and kept between transactions (see _release).
-        self._idle: list[asyncpg.Connection] = []
         self._listener = EventListener(self._connect, schema, self._name)
         self._notifier = CommitNotifier(self._notify, self._name, _NOTIFY_INTERVAL)
 
@@ -107,7 +121,7 @@ class PostgresStorage:
 
     async def create_schema(self) -> None:
         """Create the schema and eventfold's tables if missing; safe to run concurrently."""
-        connection = await self._acquire()
+        pool, connection = await self._acquire()
         try:
             async with connection.transaction():
                 # CREATE ... IF NOT EXISTS still fails when two sessions create the same
@@ -118,7 +132,7 @@ class PostgresStorage:
         except DRIVER_ERRORS as exc:
             raise translate(exc, self._name) from exc
         finally:
-            await self._release(connection, reusable=False)
+            await _release(pool, connection)
 
     def pool_usage(self) -> tuple[int, int, int]:
         """Connections in use, idle, and the most the pool opens (0, 0, max before the first)."""
@@ -139,68 +153,42 @@ class PostgresStorage:
         return await self._listener.wait(timeout)
 
     async def close(self) -> None:
-        """Close the listening connection and the pool."""
+        """Close the listening connection and the pool.
+
+        Transactions still running keep their connections until they end (at most
+        ``close()``'s grace period of 10 s, after which the server rolls them back).
+        """
         await self._notifier.close()
         await self._listener.close()
         pool, self._pool = self._pool, None
-        idle, self._idle = self._idle, []
         if pool is None:
             return
-        self._closing = pool
         try:
-            for connection in idle:
-                await self._give_back(pool, connection)
-            try:
-                await asyncio.wait_for(pool.close(), _CLOSE_TIMEOUT)
-            except TimeoutError:
-                # A transaction that was never ended still holds a connection: rather than
-                # wait for it forever, terminate every connection (the server rolls back).
-                pool.terminate()
-        finally:
-            if self._closing is pool:
-                self._closing = None
+            await asyncio.wait_for(pool.close(), _CLOSE_TIMEOUT)
+        except TimeoutError:
+            # A transaction that was never ended still holds a connection: rather than
+            # wait for it forever, terminate every connection (the server rolls back).
+            pool.terminate()
 
-    async def _acquire(self) -> asyncpg.Connection:
-        while self._idle:
-            connection = self._idle.pop()
-            if not connection.is_closed():
-                return connection
-            await self._release(connection, reusable=False)  # the pool replaces it
+    async def _acquire(self) -> tuple[asyncpg.Pool, asyncpg.Connection]:
+        """A connection from the pool, and the pool to give it back to.
+
+        asyncpg's pool queues waiting tasks in order and wakes the first when a
+        connection comes back, so N tasks on a pool of fewer connections all get
+        their turn; waiting is bounded by ``acquire_timeout``.
+        """
         pool = self._pool or await self._create_pool()
         try:
-            return await pool.acquire()
+            return pool, await pool.acquire(timeout=self._acquire_timeout)
+        except TimeoutError as exc:
+            raise StoreUnavailableError(
+                self._name,
+                f"no connection free in its pool of {self._max_size} within "
+                f"{self._acquire_timeout:g}s",
+                hint="raise max_size or acquire_timeout, or end transactions sooner",
+            ) from exc
         except DRIVER_ERRORS as exc:
             raise translate(exc, self._name) from exc
-
-    async def _release(self, connection: asyncpg.Connection, *, reusable: bool) -> None:
-        """Keep a connection for the next transaction, or give it back to the pool.
-
-        The pool's release costs about as much as a short statement (a task to shield it,
-        a timer, a reset), so a connection whose transaction ended cleanly goes on a stack
-        of idle ones instead, and the next transaction takes it without awaiting. It stays
-        checked out of the pool, so the pool's size still bounds the connections. One that
-        is broken, still in a transaction, or was interrupted mid-statement goes back to the
-        pool, which resets it or replaces it.
-        """
-        pool = self._pool
-        if pool is None:
-            # Closing: the pool waits for this connection. Once closed, there is none left.
-            pool, reusable = self._closing, False
-            if pool is None:
-                return
-        if reusable and not connection.is_closed() and not connection.is_in_transaction():
-            self._idle.append(connection)
-            return
-        await self._give_back(pool, connection)
-
-    @staticmethod
-    async def _give_back(pool: asyncpg.Pool, connection: asyncpg.Connection) -> None:
-        try:
-            await pool.release(connection)
-        except DRIVER_ERRORS:
-            # The pool has already terminated the broken connection and will open a new
-            # one; whatever the transaction did is settled, so there is nothing to report.
-            return
 
     def _events_committed(self) -> None:
         # A transaction that outlived close() wakes no one: notifying would open a new pool.
@@ -208,15 +196,16 @@ class PostgresStorage:
             self._notifier.events_committed()
 
     async def _notify(self) -> None:
-        connection = await self._acquire()
-        reusable = False
+        # One short statement outside any transaction: the notifier holds a connection
+        # for one round trip, waits in the pool's queue like everyone else, and no
+        # transaction ever waits for it, so it cannot deadlock one.
+        pool, connection = await self._acquire()
         try:
             await connection.execute(NOTIFY, NOTIFY_CHANNEL, self._schema)
-            reusable = True
         except DRIVER_ERRORS as exc:
             raise translate(exc, self._name) from exc
         finally:
-            await self._release(connection, reusable=reusable)
+            await _release(pool, connection)
 
     async def _create_pool(self) -> asyncpg.Pool:
         async with self._pool_lock:
@@ -243,29 +232,45 @@ class PostgresStorage:
         return {"search_path": _quote(self._schema)}
 
 
+async def _release(pool: asyncpg.Pool, connection: asyncpg.Connection) -> None:
+    """Give ``connection`` back to ``pool``, which rolls back, waits out or replaces it.
+
+    asyncpg shields the release from cancellation, waits for a cancelled statement to
+    finish cancelling, rolls back a transaction left open and terminates a broken
+    connection (opening a new one for the next task).
+    """
+    try:
+        await pool.release(connection)
+    except DRIVER_ERRORS:
+        # The pool has already terminated the broken connection (or was closed, and took
+        # the connection down with it); whatever the transaction did is settled.
+        return
+
+
 class PostgresTransaction:
     """``async with storage.transaction() as session``: one connection, one transaction."""
 
-    __slots__ = ("_connection", "_session", "_storage", "_transaction")
+    __slots__ = ("_connection", "_pool", "_session", "_storage", "_transaction")
 
     def __init__(self, storage: PostgresStorage) -> None:
         self._storage = storage
+        self._pool: asyncpg.Pool | None = None
         self._connection: asyncpg.Connection | None = None
         self._transaction: asyncpg.transaction.Transaction | None = None
         self._session: PostgresSession | None = None
 
     async def __aenter__(self) -> PostgresSession:
         storage = self._storage
-        connection = await storage._acquire()
+        pool, connection = await storage._acquire()
         transaction = connection.transaction()
         try:
             await transaction.start()
         except BaseException as exc:
-            await storage._release(connection, reusable=False)
+            await _release(pool, connection)
             if isinstance(exc, DRIVER_ERRORS):
                 raise translate(exc, storage.name) from exc
             raise
-        self._connection, self._transaction = connection, transaction
+        self._pool, self._connection, self._transaction = pool, connection, transaction
         self._session = PostgresSession(connection, storage.name)
         return self._session
 
@@ -275,12 +280,12 @@ class PostgresTransaction:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        connection, transaction, session = self._connection, self._transaction, self._session
+        pool, connection = self._pool, self._connection
+        transaction, session = self._transaction, self._session
+        assert pool is not None
         assert connection is not None
         assert transaction is not None
         assert session is not None
-        # A cancelled statement may still be cancelling on the server: let the pool see to it.
-        ended_cleanly = False
         try:
             session.end()
             if exc_type is None:
@@ -289,14 +294,15 @@ class PostgresTransaction:
                     self._storage._events_committed()
             else:
                 await transaction.rollback()
-            ended_cleanly = exc_type is None or not issubclass(exc_type, asyncio.CancelledError)
         except DRIVER_ERRORS as error:
             if exc_type is None:
                 raise translate(error, self._storage.name) from error
             # Rolling back after a failure that broke the connection fails too; the
             # original error is the one to see.
         finally:
-            await self._storage._release(connection, reusable=ended_cleanly)
+            # A statement cancelled mid-way may still be cancelling on the server, a
+            # broken connection must be replaced: the pool sees to both.
+            await _release(pool, connection)
 
 
 def create_postgres_storage(
@@ -305,7 +311,20 @@ def create_postgres_storage(
     schema: str = "public",
     min_size: int = 1,
     max_size: int = 10,
+    acquire_timeout: float = 30.0,
     name: str | None = None,
 ) -> PostgresStorage:
-    """A PostgreSQL storage; nothing connects until the first transaction."""
-    return PostgresStorage(dsn, schema=schema, min_size=min_size, max_size=max_size, name=name)
+    """A PostgreSQL storage; nothing connects until the first transaction.
+
+    At most ``max_size`` transactions run at once; the others wait their turn in order,
+    and one that waits longer than ``acquire_timeout`` seconds for a connection fails
+    with :class:`~eventfold.errors.StoreUnavailableError`.
+    """
+    return PostgresStorage(
+        dsn,
+        schema=schema,
+        min_size=min_size,
+        max_size=max_size,
+        acquire_timeout=acquire_timeout,
+        name=name,
+    )
