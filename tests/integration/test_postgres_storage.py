@@ -283,9 +283,14 @@ async def test_close_returns_as_soon_as_the_transactions_in_flight_end(
         await reopened.close()
 
 
-async def test_appends_at_an_expected_version_reuse_one_plan(storage: PostgresStorage) -> None:
+async def test_appends_at_an_expected_version_reuse_one_plan(
+    make_storage: StorageFactory,
+) -> None:
     # Planning an append would cost more than running it: a prepared append must keep
-    # to the generic plan after PostgreSQL's first five custom ones.
+    # to the generic plan after PostgreSQL's first five custom ones. Plans are cached per
+    # connection: a pool of one makes every append run on the connection inspected.
+    storage = make_storage(max_size=1)
+    await storage.create_schema()
     version = 0
     for n in range(12):
         async with storage.transaction() as session:
