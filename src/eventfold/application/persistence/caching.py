@@ -371,7 +371,9 @@ class CachingPersistenceDispatcher(Generic[U]):
                     await self._cache.set(_lease_key(base), "1", ttl=self._lease)
                 await self._cache.incr(_generation_key(base), ttl=self._generation_ttl)
                 await self._cache.delete_many([_entry_key("d", base), _entry_key("q", base)])
-                del self._pending[base]
+                # Another task replaying the same remembered invalidations may have
+                # finished this one first.
+                self._pending.pop(base, None)
         except PersistenceError as exc:
             self._health.failed(exc)
             return False
