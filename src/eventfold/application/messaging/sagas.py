@@ -23,6 +23,14 @@ so every backend supports sagas with no table of their own.
   keeps failing puts the instance in ``needs_intervention`` with its error: it is listed
   by :meth:`SagaOrchestrator.pending_interventions` until an operator retries or resolves
   it.
+- **Waiting, with a time limit.** A step with ``wait_for`` starts something whose answer
+  arrives later (a payment): once its action ran, the instance is ``waiting`` until
+  :meth:`SagaOrchestrator.signal` delivers that answer, and a step with ``timeout``
+  schedules a durable timeout message in the same transaction (see
+  :mod:`~eventfold.application.messaging.scheduler`). If the timeout fires first
+  (:meth:`SagaOrchestrator.handle_scheduled`), the saga compensates, the waiting step
+  included; an answer cancels the timeout in the transaction that records it.
+  ``StepContext.schedule`` schedules messages of a step's own the same way.
 - **Crash safety.** A worker that dies mid-step leaves its claim behind; once the lease
   has passed, :meth:`SagaOrchestrator.resume_incomplete` runs the instance on from its
   last saved step. That step may then run a second time, so **actions and compensations
@@ -44,6 +52,7 @@ from uuid import uuid4
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from eventfold.application.messaging.outbox import RetryPolicy
+from eventfold.application.messaging.scheduler import scheduled_message
 from eventfold.application.persistence.unit_of_work import Clock, utc_now
 from eventfold.application.readside.queries import QueryOptions
 from eventfold.application.readside.read_models import DocumentSearch
@@ -55,12 +64,14 @@ from eventfold.domain.errors import (
 )
 from eventfold.domain.specification import FieldSet, SpecificationBuilder
 from eventfold.errors import ConcurrencyError
+from eventfold.ports.scheduling import ClaimedMessage, ScheduledMessage, ScheduleWriter
 from eventfold.ports.storage import Storage
 from eventfold.ports.telemetry import active_telemetry
 from eventfold.serialization import JsonCodec
 
 __all__ = [
     "SAGA_COLLECTION",
+    "SAGA_TIMEOUT",
     "Compensation",
     "Saga",
     "SagaEntry",
@@ -83,6 +94,9 @@ T = TypeVar("T")
 SAGA_COLLECTION = "eventfold.sagas"
 """The document collection saga instances are kept in."""
 
+SAGA_TIMEOUT = "eventfold.saga.timeout"
+"""The name of the scheduled message that ends a step's wait."""
+
 _ERROR_LENGTH = 2000
 _FIELDS = FieldSet("SagaState", {"saga_id": str, "saga": str, "status": str})
 _DEFAULT_RETRY = RetryPolicy(max_attempts=3, initial=0.2, maximum=10.0, jitter=0.2)
@@ -97,6 +111,8 @@ class SagaStatus(enum.StrEnum):
     COMPENSATED = "compensated"
     NEEDS_INTERVENTION = "needs_intervention"
     RESOLVED = "resolved"
+    WAITING = "waiting"
+    """A step's action ran and the saga waits for its answer (or its timeout)."""
 
     @property
     def active(self) -> bool:
@@ -114,6 +130,19 @@ class StepContext:
     attempt: int
     idempotency_key: str
     """The same for every run of this step of this instance (compensations have their own)."""
+    scheduled: list[ScheduledMessage] = field(default_factory=list, compare=False)
+    """Messages the step scheduled: written with its outcome, only if it completes."""
+
+    def schedule(self, name: str, payload: Any, *, due_at: datetime, label: str = "") -> None:
+        """Schedule ``name`` for ``due_at``, written when the step's outcome is saved.
+
+        Its schedule id is ``<saga id>/<step>/<label or name>``: a step run again after a
+        crash schedules it once. The key is the saga id.
+        """
+        schedule_id = f"{self.saga_id}/{self.step}/{label or name}"
+        self.scheduled.append(
+            scheduled_message(schedule_id, name, payload, due_at=due_at, key=self.saga_id)
+        )
 
 
 StepAction = Callable[[D, StepContext], Awaitable[D | None]]
@@ -141,6 +170,10 @@ class Step(Generic[D]):
     compensate: Compensation[D] | None = None
     retry: RetryPolicy | None = None
     refusals: tuple[type[Exception], ...] = ()
+    wait_for: str | None = None
+    """The answer the saga waits for once the action ran (see :meth:`SagaOrchestrator.signal`)."""
+    timeout: timedelta | None = None
+    """How long to wait for ``wait_for`` before compensating, this step included."""
 
     def refuses(self, error: BaseException) -> bool:
         """Whether ``error`` is a business refusal of this step rather than a fault."""
@@ -222,6 +255,8 @@ class SagaState:
     history: tuple[SagaEntry, ...] = ()
     owner: str | None = None
     lease_until: datetime | None = None
+    waiting_for: str | None = None
+    """The answer a ``waiting`` instance waits for."""
     version: int = field(default=0, compare=False)
     """The document's version (not stored in the document)."""
 
@@ -262,13 +297,16 @@ class SagaOrchestrator:
         *,
         lease: timedelta = timedelta(minutes=5),
         clock: Clock = utc_now,
+        schedules: ScheduleWriter | None = None,
     ) -> None:
         """``lease`` must outlast a step with all its retries: a claim older than it is
-        taken as abandoned by a dead worker."""
+        taken as abandoned by a dead worker. ``schedules`` keeps the timeouts and the
+        messages steps schedule (``eventfold.adapters.scheduling.schedule_store_for``)."""
         self._storage = storage
         self._sagas = {saga.name: saga for saga in sagas}
         self._lease = lease
         self._clock = clock
+        self._schedules = schedules
 
     # -- starting and running --------------------------------------------------------
 
@@ -339,6 +377,65 @@ class SagaOrchestrator:
         entry = SagaEntry(self._clock(), state.failed_step or "", "resolved", note=note)
         return await self._save(state._log(entry, status=SagaStatus.RESOLVED))
 
+    async def signal(
+        self, saga_id: str, answer: str, *, update: Callable[[Any], Any] | None = None
+    ) -> SagaState:
+        """Deliver the answer a waiting instance waits for, and run it on.
+
+        ``update`` gets the saga's data and returns the new data (or None to keep the
+        possibly mutated data). An answer the instance does not wait for (a duplicate, a
+        late one after its timeout) changes nothing. The step's timeout is cancelled in
+        the transaction that records the answer.
+        """
+        state = await self._require(saga_id)
+        if state.status is not SagaStatus.WAITING or state.waiting_for != answer:
+            _log.info("saga %s is %s: answer %s ignored", saga_id, state.status, answer)
+            return state
+        saga = self._known(state.saga)
+        step = state.completed[-1]
+        data = saga.data_of(state)
+        if update is not None:
+            changed = update(data)
+            data = data if changed is None else changed
+        done = len(state.completed) == len(saga.steps)
+        entry = SagaEntry(self._clock(), step, f"received {answer}")
+        status = SagaStatus.COMPLETED if done else SagaStatus.RUNNING
+        answered = state._log(entry, status=status, waiting_for=None, data=saga.encode(data))
+        try:
+            cancelled = [_timeout_id(saga_id, step)] if self._schedules is not None else []
+            await self._save(answered, cancelled=cancelled)
+        except ConcurrencyError:  # timed out (or answered) meanwhile: that one stands
+            return await self._require(saga_id)
+        return await self.run(saga_id)
+
+    async def time_out(self, saga_id: str, step: str) -> SagaState:
+        """Give up waiting on ``step``: the saga compensates, that step included.
+
+        Does nothing unless the instance still waits on that step (the answer won).
+        """
+        state = await self._require(saga_id)
+        waiting = state.status is SagaStatus.WAITING and state.completed[-1:] == (step,)
+        if not waiting:
+            return state
+        error = f"timed out waiting for {state.waiting_for}"
+        entry = SagaEntry(self._clock(), step, "timed out", error=error)
+        changes = {"status": SagaStatus.COMPENSATING, "failed_step": step, "last_error": error}
+        try:
+            await self._save(state._log(entry, waiting_for=None, attempts=0, **changes))
+        except ConcurrencyError:  # answered meanwhile: the answer stands
+            return await self._require(saga_id)
+        return await self.run(saga_id)
+
+    async def handle_scheduled(self, claimed: ClaimedMessage) -> None:
+        """A :class:`~eventfold.application.messaging.scheduler.Scheduler` handler for
+        saga timeouts; other messages are left alone (logged)."""
+        message = claimed.message
+        if message.name != SAGA_TIMEOUT:
+            _log.warning("saga orchestrator got scheduled message %s: not a timeout", message.name)
+            return
+        payload = json.loads(message.payload)
+        await self.time_out(payload["saga_id"], payload["step"])
+
     # -- steps -----------------------------------------------------------------------
 
     async def _advance(self, saga: Saga[Any], state: SagaState, owner: str) -> SagaState:
@@ -369,7 +466,9 @@ class SagaOrchestrator:
     async def _forward(self, saga: Saga[Any], state: SagaState, owner: str) -> SagaState:
         step = saga.steps[len(state.completed)]
         try:
-            state, result = await self._attempts(saga, state, owner, step.name, step.action)
+            state, result, scheduled = await self._attempts(
+                saga, state, owner, step.name, step.action
+            )
         except _StepFailedError as failed:
             entry = SagaEntry(
                 self._clock(), step.name, "compensating", error=failed.state.last_error
@@ -377,6 +476,20 @@ class SagaOrchestrator:
             changes = {"status": SagaStatus.COMPENSATING, "attempts": 0, "failed_step": step.name}
             return await self._save(failed.state._log(entry, **changes))
         completed = (*state.completed, step.name)
+        if step.wait_for is not None:
+            entry = SagaEntry(self._clock(), step.name, f"waiting for {step.wait_for}")
+            if step.timeout is not None:
+                scheduled.append(self._timeout(state.saga_id, step.name, step.timeout))
+            waiting = state._log(
+                entry,
+                data=saga.encode(result),
+                completed=completed,
+                attempts=0,
+                status=SagaStatus.WAITING,
+                waiting_for=step.wait_for,
+                **self._lease_changes(owner, release=True),
+            )
+            return await self._save(waiting, scheduled=scheduled)
         done = len(completed) == len(saga.steps)
         entry = SagaEntry(self._clock(), step.name, "completed", state.attempts + 1)
         return await self._save(
@@ -387,7 +500,8 @@ class SagaOrchestrator:
                 attempts=0,
                 status=SagaStatus.COMPLETED if done else SagaStatus.RUNNING,
                 **self._lease_changes(owner, release=done),
-            )
+            ),
+            scheduled=scheduled,
         )
 
     async def _compensate(self, saga: Saga[Any], state: SagaState, owner: str) -> SagaState:
@@ -399,7 +513,7 @@ class SagaOrchestrator:
         outcome = "nothing to compensate"
         if step.compensate is not None:
             try:
-                state, _ = await self._attempts(
+                state, _, _ = await self._attempts(
                     saga, state, owner, f"{step.name}/compensate", _keeping(step.compensate)
                 )
             except _StepFailedError as failed:
@@ -423,8 +537,11 @@ class SagaOrchestrator:
         owner: str,
         key: str,
         call: StepAction[Any],
-    ) -> tuple[SagaState, Any]:
-        """Call until it succeeds or the attempts run out, saving every failure."""
+    ) -> tuple[SagaState, Any, list[ScheduledMessage]]:
+        """Call until it succeeds or the attempts run out, saving every failure.
+
+        Returns the saved state, the action's result and the messages it scheduled.
+        """
         step_name = key.split("/", 1)[0]
         step = saga.step(step_name)
         policy = saga.retry_for(step)
@@ -435,6 +552,7 @@ class SagaOrchestrator:
             retry=retry_if_exception(lambda exc: _retryable(exc) and not step.refuses(exc)),
             reraise=True,
         )
+        scheduled: list[ScheduledMessage] = []
         try:
             async for attempt in retrying:
                 with attempt:
@@ -443,6 +561,7 @@ class SagaOrchestrator:
                         state.saga_id, saga.name, step_name, state.attempts + 1,
                         f"{state.saga_id}/{key}",
                     )  # fmt: skip
+                    scheduled = context.scheduled  # a failed attempt's messages are dropped
                     try:
                         result = await call(data, context)
                     except Exception as exc:
@@ -455,7 +574,7 @@ class SagaOrchestrator:
             raise
         except Exception as exc:
             raise _StepFailedError(state) from exc
-        return state, data if result is None else result
+        return state, data if result is None else result, scheduled
 
     async def _record_failure(
         self, state: SagaState, owner: str, step: str, exc: Exception, *, refused: bool
@@ -491,12 +610,33 @@ class SagaOrchestrator:
         except ConcurrencyError:
             return None  # another worker claimed it first and runs it
 
-    async def _save(self, state: SagaState) -> SagaState:
+    async def _save(
+        self,
+        state: SagaState,
+        *,
+        scheduled: Sequence[ScheduledMessage] = (),
+        cancelled: Sequence[str] = (),
+    ) -> SagaState:
+        """Save the instance, with the messages it schedules or cancels, in one transaction."""
+        if (scheduled or cancelled) and self._schedules is None:
+            msg = "this saga schedules messages: pass schedules= to the SagaOrchestrator"
+            raise ConfigurationError(msg)
         async with self._storage.transaction() as session:
             version = await session.save_document(
                 SAGA_COLLECTION, state.saga_id, _encode(state), expected_version=state.version
             )
+            if self._schedules is not None and scheduled:
+                await self._schedules.schedule(session, scheduled, now=self._clock())
+            if self._schedules is not None and cancelled:
+                await self._schedules.cancel(session, schedule_ids=cancelled)
         return replace(state, version=version)
+
+    def _timeout(self, saga_id: str, step: str, after: timedelta) -> ScheduledMessage:
+        payload = {"saga_id": saga_id, "step": step}
+        due_at = self._clock() + after
+        return scheduled_message(
+            _timeout_id(saga_id, step), SAGA_TIMEOUT, payload, due_at=due_at, key=saga_id
+        )
 
     async def _require(self, saga_id: str) -> SagaState:
         state = await self.get(saga_id)
@@ -533,6 +673,10 @@ _ACTIVE = (SagaStatus.RUNNING, SagaStatus.COMPENSATING)
 
 _TROUBLE = frozenset({SagaStatus.COMPENSATING, SagaStatus.NEEDS_INTERVENTION})
 """States a step's failure leads to: a span that ends in one of them failed."""
+
+
+def _timeout_id(saga_id: str, step: str) -> str:
+    return f"{saga_id}/{step}/timeout"
 
 
 def _retryable(exc: BaseException) -> bool:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from eventfold.adapters.scheduling import schedule_store_for
 from eventfold.application.messaging.outbox import RetryPolicy
 from eventfold.application.messaging.sagas import (
     Saga,
@@ -22,6 +23,7 @@ from eventfold.application.messaging.sagas import (
     Step,
     StepContext,
 )
+from eventfold.application.messaging.scheduler import Scheduler
 from eventfold.domain.errors import InvalidStateError
 from eventfold.ports.storage import Storage
 from eventfold.testing.sagas import ALWAYS, SagaScenario, SimulatedCrash, StepRecorder
@@ -72,6 +74,27 @@ class _LoadsTogether(SagaOrchestrator):
         if barrier is not None:
             await barrier.wait()
         return state
+
+
+PAYMENT_WINDOW = timedelta(minutes=15)
+
+
+def _order_saga(recorder: StepRecorder) -> Saga[Order]:
+    """Order, payment (waiting for it, 15 minutes at most), inventory, confirmation."""
+    payment = recorder.step("payment")
+    steps = [
+        recorder.step("place"),
+        Step(
+            "payment",
+            payment.action,
+            payment.compensate,
+            wait_for="PaymentReceived",
+            timeout=PAYMENT_WINDOW,
+        ),
+        recorder.step("reserve"),
+        recorder.step("confirm"),
+    ]
+    return Saga("order", Order, steps, retry=RETRY)
 
 
 def _saga(recorder: StepRecorder, *steps: Step[Order]) -> Saga[Order]:
@@ -326,3 +349,74 @@ class SagaContract:
             SagaStatus.COMPENSATED, done=["reserve", "charge"], undone=["charge", "reserve"]
         )
         assert scenario.recorder.calls["ship"] == 1
+
+    async def test_a_payment_timeout_compensates_the_order(self, storage: Storage) -> None:
+        recorder, clock = StepRecorder(), _Clock()
+        store = schedule_store_for(storage)
+        saga = _order_saga(recorder)
+        orchestrator = SagaOrchestrator(storage, [saga], clock=clock, schedules=store)
+        state = await orchestrator.start(saga, Order("o-1"), saga_id="order-o-1")
+        assert (state.status, state.waiting_for) == (SagaStatus.WAITING, "PaymentReceived")
+        scheduler = Scheduler(store, orchestrator.handle_scheduled, clock=clock)
+        clock.now += PAYMENT_WINDOW - timedelta(seconds=1)
+        assert await scheduler.fire_due() == 0
+        clock.now += timedelta(seconds=1)
+        assert await scheduler.fire_due() == 1
+        ended = await orchestrator.get("order-o-1")
+        assert ended is not None
+        assert ended.status is SagaStatus.COMPENSATED
+        assert recorder.done == ["place", "payment"]
+        assert recorder.undone == ["payment", "place"]
+        assert ended.last_error == "timed out waiting for PaymentReceived"
+
+    async def test_a_payment_in_time_runs_the_order_on_and_cancels_its_timeout(
+        self, storage: Storage
+    ) -> None:
+        recorder, clock = StepRecorder(), _Clock()
+        store = schedule_store_for(storage)
+        saga = _order_saga(recorder)
+        orchestrator = SagaOrchestrator(storage, [saga], clock=clock, schedules=store)
+        await orchestrator.start(saga, Order("o-1"), saga_id="order-o-1")
+
+        def paid(order: Order) -> Order:
+            order.charge_id = "ch-1"
+            return order
+
+        state = await orchestrator.signal("order-o-1", "PaymentReceived", update=paid)
+        assert state.status is SagaStatus.COMPLETED
+        assert recorder.done == ["place", "payment", "reserve", "confirm"]
+        assert saga.data_of(state).charge_id == "ch-1"
+        assert await store.pending() == []
+        clock.now += PAYMENT_WINDOW * 2
+        late = await orchestrator.time_out("order-o-1", "payment")
+        assert (late.status, recorder.undone) == (SagaStatus.COMPLETED, [])
+
+    async def test_an_answer_after_the_timeout_changes_nothing(self, storage: Storage) -> None:
+        recorder, clock = StepRecorder(), _Clock()
+        store = schedule_store_for(storage)
+        saga = _order_saga(recorder)
+        orchestrator = SagaOrchestrator(storage, [saga], clock=clock, schedules=store)
+        await orchestrator.start(saga, Order("o-1"), saga_id="order-o-1")
+        await orchestrator.time_out("order-o-1", "payment")
+        state = await orchestrator.signal("order-o-1", "PaymentReceived")
+        assert state.status is SagaStatus.COMPENSATED
+        assert recorder.done == ["place", "payment"]
+
+    async def test_a_step_schedules_its_messages_with_its_outcome_once(
+        self, storage: Storage
+    ) -> None:
+        recorder, clock = StepRecorder(), _Clock()
+        store = schedule_store_for(storage)
+
+        async def remind(data: Order, context: StepContext) -> None:
+            context.schedule("RemindCustomer", {"order": data.order_id}, due_at=clock.now)
+            await recorder.record_call("remind", context, fail=1, crash=0, delay=0)
+
+        saga = _saga(recorder, Step("remind", remind))
+        orchestrator = SagaOrchestrator(storage, [saga], clock=clock, schedules=store)
+        await orchestrator.start(saga, Order("o-1"), saga_id="s-1")
+        [message] = await store.pending(key="s-1")
+        assert (message.name, message.schedule_id) == (
+            "RemindCustomer",
+            "s-1/remind/RemindCustomer",
+        )
