@@ -19,10 +19,8 @@ from eventfold.application.readside.projections import (
     ProjectionContext,
     ProjectionRunner,
 )
-from eventfold.application.readside.read_models import DocumentReadModel
 from eventfold.domain.aggregate import AggregateRoot
-from eventfold.domain.entity import Entity
-from eventfold.domain.personal_data import PersonalData, SubjectForgotten
+from eventfold.domain.personal_data import PersonalData
 from eventfold.errors import ConcurrencyError, ConfigurationError
 from eventfold.ports import LOG_START
 from eventfold.serialization import EventRegistry
@@ -214,149 +212,6 @@ async def test_forget_invalidates_the_snapshots_it_is_given(shredding: Shredding
     assert (await load(data, "c-1")).name == "[forgotten]"
 
 
-async def test_a_snapshot_holding_personal_data_is_stored_sealed_and_read_in_clear(
-    shredding: ShreddingStorage,
-) -> None:
-    data = source(shredding, snapshot_every=1)
-    await register(data, "c-1", "Ada Lovelace", "ada@example.com")
-
-    stored = await raw_snapshot(shredding, "Customer-c-1")
-    assert "Ada" not in stored
-    assert "ada@example.com" not in stored
-    async with shredding.transaction() as session:
-        snapshot = await session.load_snapshot("Customer-c-1")
-    assert snapshot is not None
-    assert json.loads(snapshot.data)["name"] == "Ada Lovelace"
-
-
-async def test_once_forgotten_no_snapshot_is_read_and_the_aggregate_folds_redacted_events(
-    shredding: ShreddingStorage,
-) -> None:
-    data = source(shredding, snapshot_every=1)
-    await register(data, "c-1", "Ada Lovelace", "ada@example.com")
-    async with data.unit_of_work() as uow:
-        (await uow.repository(Customer).get_required("c-1")).change_tier("silver")
-
-    await shredding.forget("c-1")  # no snapshot named: every one holding c-1 is sealed
-
-    async with shredding.transaction() as session:
-        assert await session.load_snapshot("Customer-c-1") is None
-    state = await load(data, "c-1")
-    assert (state.name, state.email, state.tier) == ("[forgotten]", None, "silver")
-
-
-async def test_a_snapshot_taken_after_a_forget_holds_only_the_redacted_state(
-    shredding: ShreddingStorage,
-) -> None:
-    data = source(shredding, snapshot_every=1)
-    await register(data, "c-1", "Ada Lovelace", "ada@example.com")
-    await shredding.forget("c-1")
-    async with data.unit_of_work() as uow:
-        (await uow.repository(Customer).get_required("c-1")).change_tier("silver")
-
-    stored = json.loads(await raw_snapshot(shredding, "Customer-c-1"))
-    assert (stored["name"], stored["tier"]) == ("[forgotten]", "silver")
-
-
-@dataclass(frozen=True)
-class MemberJoined:
-    member_id: str
-    name: Annotated[str, PersonalData(subject="member_id")]
-
-
-class Member(Entity[str]):
-    """A state-stored entity: its document holds the name its event carried."""
-
-    name: str
-    points: int
-
-    def __init__(self, member_id: str, name: str, points: int = 0) -> None:
-        super().__init__(member_id)
-        self.name = name
-        self.points = points
-
-    @classmethod
-    def join(cls, member_id: str, name: str) -> Member:
-        member = cls(member_id, name)
-        member.record(MemberJoined(member_id, name))
-        return member
-
-
-def member_source(storage: ShreddingStorage) -> DataSource:
-    model = PersistenceModel()
-    model.state_stored(Member)
-    events = EventRegistry([MemberJoined])
-    return DataSource(
-        "club", ShreddingStorage(storage.storage, events, AesGcmCipher()), model, events
-    )
-
-
-async def raw_document(storage: ShreddingStorage, collection: str, key: str) -> str:
-    async with storage.storage.transaction() as session:
-        document = await session.load_document(collection, key)
-    assert document is not None
-    return document.data
-
-
-async def test_a_state_stored_document_holding_personal_data_is_stored_sealed(
-    shredding: ShreddingStorage,
-) -> None:
-    data = member_source(shredding)
-    async with data.unit_of_work() as uow:
-        uow.state_stored(Member).add(Member.join("m-1", "Ada Lovelace"))
-
-    assert "Ada" not in await raw_document(shredding, "Member", "m-1")
-    async with data.unit_of_work() as uow:
-        member = await uow.state_stored(Member).get_required("m-1")
-        member.points = 10
-    async with data.unit_of_work() as uow:
-        member = await uow.state_stored(Member).get_required("m-1")
-    assert (member.name, member.points) == ("Ada Lovelace", 10)
-    assert "Ada" not in await raw_document(shredding, "Member", "m-1")
-
-
-async def test_once_forgotten_a_state_stored_document_with_their_data_reads_as_gone(
-    shredding: ShreddingStorage,
-) -> None:
-    data = member_source(shredding)
-    async with data.unit_of_work() as uow:
-        uow.state_stored(Member).add(Member.join("m-1", "Ada Lovelace"))
-        uow.state_stored(Member).add(Member.join("m-2", "Grace Hopper"))
-
-    assert isinstance(data.storage, ShreddingStorage)
-    await data.storage.forget("m-1")
-
-    async with data.unit_of_work() as uow:
-        assert await uow.state_stored(Member).get("m-1") is None
-        assert (await uow.state_stored(Member).get_required("m-2")).name == "Grace Hopper"
-
-
-@dataclass
-class CustomerCard:
-    customer_id: str
-    name: str
-
-
-cards = DocumentReadModel("customer_cards", CustomerCard, key="customer_id")
-
-
-class CustomerCards(Projection):
-    """A read model that keeps customers' names, and erases them when asked to forget."""
-
-    name = "customer_cards"
-    read_models = (cards,)
-
-    async def apply_CustomerRegistered(
-        self, event: CustomerRegistered, context: ProjectionContext
-    ) -> None:
-        await cards.documents(context).put(CustomerCard(event.customer_id, event.name))
-
-    async def apply_SubjectForgotten(
-        self, event: SubjectForgotten, context: ProjectionContext
-    ) -> None:
-        await cards.documents(context).delete(event.subject)
-
-
 class NamesSeen(Projection):
     """Reads a personal field and has no way to forget it."""
 
@@ -366,48 +221,6 @@ class NamesSeen(Projection):
         self, event: CustomerRegistered, context: ProjectionContext
     ) -> None:
         """Would keep event.name somewhere."""
-
-
-async def raw_card(storage: ShreddingStorage, customer_id: str) -> str | None:
-    async with storage.storage.transaction() as session:
-        document = await session.load_document("customer_cards", customer_id)
-    return None if document is None else document.data
-
-
-# Read on local backends: see the note above about PostgreSQL's global log in tests.
-@pytest.mark.parametrize("backend", ["memory", "sqlite"])
-async def test_a_projection_erases_a_forgotten_persons_read_model_from_the_log(
-    backend: str, tmp_path: Path
-) -> None:
-    async with open_storage(backend, tmp_path) as storage:
-        shredding = ShreddingStorage(storage, shredding_events(), AesGcmCipher())
-        data = source(shredding)
-        runner = ProjectionRunner(shredding, shredding.codec.events, [CustomerCards()])
-        await register(data, "c-1", "Ada Lovelace", None)
-        await register(data, "c-2", "Grace Hopper", None)
-        await runner.process_batch("customer_cards")
-        assert "Ada" in (await raw_card(shredding, "c-1") or "")
-
-        await shredding.forget("c-1")
-        await runner.process_batch("customer_cards")
-
-        assert await raw_card(shredding, "c-1") is None
-        assert "Grace" in (await raw_card(shredding, "c-2") or "")
-
-
-async def test_the_forget_is_announced_in_the_outbox_for_broker_consumers(
-    shredding: ShreddingStorage,
-) -> None:
-    await register(source(shredding), "c-1", "Ada Lovelace", None)
-    await shredding.forget("c-1")
-    async with shredding.transaction() as session:
-        entries = await session.read_outbox()
-    last = entries[-1].message
-    assert (last.type_name, last.aggregate_id, json.loads(last.data)) == (
-        "eventfold.SubjectForgotten",
-        "c-1",
-        {"subject": "c-1"},
-    )
 
 
 def test_a_projection_that_reads_personal_data_and_cannot_forget_it_is_refused() -> None:
