@@ -42,11 +42,15 @@ async def storage() -> AsyncIterator[PostgresStorage]:
         await connection.close()
 
 
-async def write_concurrently(storage: PostgresStorage) -> list[uuid.UUID]:
+async def write_concurrently(
+    storage: PostgresStorage, *, document_first: bool = False
+) -> list[uuid.UUID]:
     """8 writers, each committing many small transactions after a random pause.
 
     The pause between the append (which takes the position) and the commit is what lets
-    transactions commit out of position order.
+    transactions commit out of position order. With ``document_first``, each transaction
+    writes a document, pauses, then appends: it holds its transaction id before it
+    appends, so a younger transaction's events may commit before its own are written.
     """
 
     async def writer(number: int) -> list[uuid.UUID]:
@@ -54,6 +58,10 @@ async def write_concurrently(storage: PostgresStorage) -> list[uuid.UUID]:
         for command in range(COMMANDS_PER_WRITER):
             records = [event_record(n=command) for _ in range(EVENTS_PER_COMMAND)]
             async with storage.transaction() as session:
+                if document_first:
+                    key = f"{number}-{command}"
+                    await session.save_document("notes", key, "{}", expected_version=0)
+                    await asyncio.sleep(random.uniform(0, 0.004))
                 stream_id = f"writer-{number}-{command % 5}"
                 await session.append(stream_id, records, expected_version=StreamState.ANY)
                 await asyncio.sleep(random.uniform(0, 0.004))

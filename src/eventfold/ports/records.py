@@ -45,6 +45,38 @@ LOG_START = LogPosition(0, 0)
 
 
 @dataclass(frozen=True, slots=True)
+class HorizonBlocker:
+    """The open transaction that keeps committed events from being readable (PostgreSQL).
+
+    A registered writer of the store that has not ended: events committed after it took
+    its transaction id wait for it. ``age_seconds`` is how long it has been open, None
+    when the server does not tell this role (another role's session, without
+    ``pg_read_all_stats``).
+    """
+
+    pid: int | None
+    database: str | None
+    application_name: str | None
+    age_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogHorizon:
+    """How much of the committed log a reader can read now.
+
+    ``readable_head`` is the last event a reader can read, ``committed_head`` the last
+    committed one; ``unreadable`` counts the committed events not readable yet, which wait
+    for ``blocker`` to end. Backends that commit one transaction at a time read everything
+    committed: both heads are equal and nothing waits.
+    """
+
+    readable_head: LogPosition
+    committed_head: LogPosition
+    unreadable: int = 0
+    blocker: HorizonBlocker | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EventRecord:
     """An event to append: encoded payload plus metadata."""
 

@@ -21,6 +21,7 @@ from eventfold.ports.records import (
     DocumentRecord,
     EventRecord,
     ExpectedVersion,
+    LogHorizon,
     LogPosition,
     OutboxEntry,
     OutboxMessage,
@@ -83,6 +84,10 @@ class GlobalLogReader(Protocol):
 
     async def count_after(self, after: LogPosition) -> int:
         """How many readable events follow ``after``."""
+        ...
+
+    async def log_horizon(self) -> LogHorizon:
+        """The readable and the committed head, and what keeps the rest from being readable."""
         ...
 
 

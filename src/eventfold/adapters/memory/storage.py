@@ -34,6 +34,7 @@ from eventfold.ports.records import (
     DocumentRecord,
     EventRecord,
     ExpectedVersion,
+    LogHorizon,
     LogPosition,
     OutboxEntry,
     OutboxMessage,
@@ -218,6 +219,11 @@ class MemorySession:
         """How many readable events follow ``after``."""
         size = len(self._log())
         return size - self._log_index_after(after, size)
+
+    async def log_horizon(self) -> LogHorizon:
+        """Everything committed is readable: commits are serial here, so nothing waits."""
+        head = await self.log_head()
+        return LogHorizon(readable_head=head, committed_head=head)
 
     def _log(self) -> list[StoredEvent]:
         if not self._staged_events:

@@ -31,6 +31,8 @@ from eventfold.ports.records import (
     DocumentRecord,
     EventRecord,
     ExpectedVersion,
+    HorizonBlocker,
+    LogHorizon,
     LogPosition,
     OutboxEntry,
     OutboxMessage,
@@ -134,13 +136,22 @@ def _outbox_entry(row: asyncpg.Record) -> OutboxEntry:
 class PostgresSession:
     """A :class:`~eventfold.ports.StorageSession` inside one open PostgreSQL transaction."""
 
-    __slots__ = ("_connection", "_store", "appended")
+    __slots__ = ("_connection", "_schema", "_store", "appended")
 
-    def __init__(self, connection: asyncpg.Connection, store: str) -> None:
+    def __init__(self, connection: asyncpg.Connection, store: str, schema: str) -> None:
         self._connection = connection
         self._store = store
+        self._schema = schema
         self.appended = False
         """Whether events were appended: the storage wakes live readers after the commit."""
+
+    async def register_writer(self) -> None:
+        """Show this transaction to log readers as a possible writer of the store.
+
+        Run first in every transaction, before any statement can give it a transaction
+        id: readers hold the log back only for registered writers (see sql.py).
+        """
+        await self._execute(sql.REGISTER_WRITER, self._schema)
 
     def end(self) -> None:
         """Detach from the connection: the transaction is ending."""
@@ -269,21 +280,51 @@ class PostgresSession:
     ) -> list[StoredEvent]:
         """Up to ``limit`` events after ``after`` in log order, optionally of some types only."""
         commit, position = after
+        horizon = await self._horizon()
         if types is None:
-            rows = await self._fetch(sql.READ_LOG, commit, position, limit)
+            rows = await self._fetch(sql.READ_LOG, commit, position, limit, horizon)
         else:
-            rows = await self._fetch(sql.READ_LOG_OF_TYPES, commit, position, limit, list(types))
+            rows = await self._fetch(
+                sql.READ_LOG_OF_TYPES, commit, position, limit, horizon, list(types)
+            )
         return [StoredEvent(*row) for row in rows]
 
     async def log_head(self) -> LogPosition:
         """The position of the last readable event (``LOG_START`` for an empty log)."""
-        row = await self._fetchrow(sql.LOG_HEAD)
+        row = await self._fetchrow(sql.LOG_HEAD, await self._horizon())
         return LOG_START if row is None else LogPosition(row[0], row[1])
 
     async def count_after(self, after: LogPosition) -> int:
         """How many readable events follow ``after``."""
-        count: int = await self._fetchval(sql.COUNT_AFTER, after[0], after[1])
+        horizon = await self._horizon()
+        count: int = await self._fetchval(sql.COUNT_AFTER, after[0], after[1], horizon)
         return count
+
+    async def log_horizon(self) -> LogHorizon:
+        """The readable and the committed head, and what keeps the rest from being readable."""
+        horizon = await self._horizon()
+        readable = await self._fetchrow(sql.LOG_HEAD, horizon)
+        committed = await self._fetchrow(sql.COMMITTED_HEAD)
+        unreadable: int = await self._fetchval(sql.COUNT_UNREADABLE, horizon)
+        blocker = None
+        if unreadable:
+            row = await self._fetchrow(sql.HORIZON_BLOCKER, self._schema)
+            blocker = None if row is None else HorizonBlocker(*row)
+        return LogHorizon(
+            readable_head=LOG_START if readable is None else LogPosition(*readable),
+            committed_head=LOG_START if committed is None else LogPosition(*committed),
+            unreadable=unreadable,
+            blocker=blocker,
+        )
+
+    async def _horizon(self) -> int:
+        """The ``commit_id`` below which every event is committed for good.
+
+        A statement of its own: the statement that reads below it takes a newer snapshot,
+        which sees every writer that had ended when the horizon was read (see sql.py).
+        """
+        horizon: int = await self._fetchval(sql.READ_HORIZON, self._schema)
+        return horizon
 
     # -- snapshots ---------------------------------------------------------------------
 

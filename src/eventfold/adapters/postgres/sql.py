@@ -5,10 +5,15 @@ the storage's schema. asyncpg prepares each text once per connection and caches 
 the server plans these once and then only binds values.
 
 Global log visibility (see docs/design.md, "A gap-free global log on PostgreSQL"):
-``commit_id`` is the writing transaction's 64-bit id. A reader only returns rows whose
-``commit_id`` is below the ``xmin`` of its own snapshot: every transaction below
-``xmin`` has finished, so no row can ever appear there later, and paging by
-``(commit_id, position)`` never passes an event that commits late.
+``commit_id`` is the writing transaction's 64-bit id. Every storage transaction registers
+as a possible writer of this store before it can hold an id (a shared advisory lock,
+:data:`REGISTER_WRITER`). A reader first reads the *horizon* (:data:`READ_HORIZON`): the
+lowest id held by a registered transaction still in flight, or, when none holds one, an
+id below every id still to be assigned. Then, in a statement of its own (so with a newer
+snapshot), it returns only rows whose ``commit_id`` is below that horizon: no row can
+appear there later, and paging by ``(commit_id, position)`` never passes an event that
+commits late. Transactions that are not registered writers of this store (another
+database's, an application's own, a reporting query's) never hold the horizon back.
 """
 
 from __future__ import annotations
@@ -18,12 +23,66 @@ from __future__ import annotations
 # the documented way to turn it into a number.
 CURRENT_XACT = "pg_current_xact_id()::text::bigint"
 
-# Every transaction with an id below this has committed or aborted. It includes the
-# reader's own transaction id when it holds one, so a session that already wrote sees
-# nothing of the log past its own id until it ends: it can stall, never skip. A scalar
-# subquery, so it is evaluated once per statement (an InitPlan), not once per row:
-# building the snapshot for every row of a 1,000-row page cost a quarter of the read.
-VISIBLE_BELOW = "(SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"
+# The advisory lock a storage transaction takes first, before it can hold a transaction
+# id, and keeps until it has ended (committed or rolled back): it makes the transaction
+# visible in pg_locks as a possible writer of this store. Shared, so writers never wait
+# for each other; the first key keeps it apart from the per-stream locks below and from an
+# application's own advisory locks, the second names the store (its schema).
+WRITER_LOCK_KEY = 1702258031
+REGISTER_WRITER = f"SELECT pg_advisory_xact_lock_shared({WRITER_LOCK_KEY}, hashtext($1))"
+
+# The registered writers of this store ($1 is its schema), one row per transaction, with
+# the lowest 64-bit id it holds (NULL while it holds none). pg_locks is read live at each
+# call and needs no privilege. A transaction holds an ExclusiveLock on its own id and on
+# each of its subtransactions' ids, which are all younger than its own: the lowest is the
+# top-level id, the one its rows carry. pg_locks shows 32-bit ids; an id still in flight is
+# within 2^31 of `next` (wraparound protection guarantees it), which gives back its epoch.
+# Grouped by virtual transaction rather than pid, so a prepared transaction counts too.
+_WRITERS = f"""
+SELECT min(pid) AS pid, min(
+    CASE WHEN locktype = 'transactionid' THEN
+        n.next + ((transactionid::text::bigint - n.next) % 4294967296 + 6442450944)
+        % 4294967296 - 2147483648
+    END
+) AS xid
+FROM pg_locks
+WHERE (
+    locktype = 'advisory' AND classid = {WRITER_LOCK_KEY} AND objid = hashtext($1)::oid
+    AND objsubid = 2 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+) OR (locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted)
+GROUP BY virtualtransaction
+HAVING bool_or(locktype = 'advisory')
+"""
+
+# `next` is this statement's snapshot's xmax: every id assigned from now on is at least
+# that. It is taken when the statement starts, before pg_locks is read, so a writer that
+# registers after the read gets an id no lower than it (see docs/design.md).
+_NEXT = "(SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next) AS n"
+
+READ_HORIZON = f"""
+SELECT least(min(w.xid), min(n.next)) FROM {_NEXT}
+LEFT JOIN LATERAL ({_WRITERS}) AS w ON true
+"""
+"""Every event with a ``commit_id`` below this has committed or will never be stored.
+
+Run it as a statement of its own, before the read that uses it: the read's snapshot must
+be taken after the writers were looked up.
+"""
+
+# The registered writer holding the lowest id: what holds the horizon back, when some
+# committed events are not readable yet. Only for reporting lag: pg_stat_activity shows
+# an unprivileged role the pid, database and application of every session, but when its
+# transaction started only for sessions of its own role (or with pg_read_all_stats).
+HORIZON_BLOCKER = f"""
+SELECT w.pid, a.datname, a.application_name,
+       extract(epoch FROM clock_timestamp() - a.xact_start)::float8
+FROM {_NEXT}
+CROSS JOIN LATERAL ({_WRITERS}) AS w
+LEFT JOIN pg_stat_activity AS a ON a.pid = w.pid
+WHERE w.xid IS NOT NULL
+ORDER BY w.xid
+LIMIT 1
+"""
 
 NOTIFY_CHANNEL = "eventfold_events"
 
@@ -148,32 +207,40 @@ SELECT * FROM (
     ORDER BY commit_id, position
     LIMIT $3
 ) AS page
-WHERE commit_id < {VISIBLE_BELOW}
+WHERE commit_id < $4
 ORDER BY commit_id, position
 """
 
 READ_LOG_OF_TYPES = f"""
 SELECT * FROM (
     SELECT {EVENT_COLUMNS} FROM eventfold_events
-    WHERE (commit_id, position) > ($1, $2) AND type_name = ANY($4::text[])
+    WHERE (commit_id, position) > ($1, $2) AND type_name = ANY($5::text[])
     ORDER BY commit_id, position
     LIMIT $3
 ) AS page
-WHERE commit_id < {VISIBLE_BELOW}
+WHERE commit_id < $4
 ORDER BY commit_id, position
 """
 
-LOG_HEAD = f"""
+LOG_HEAD = """
 SELECT commit_id, position FROM eventfold_events
-WHERE commit_id < {VISIBLE_BELOW}
+WHERE commit_id < $1
 ORDER BY commit_id DESC, position DESC
 LIMIT 1
 """
 
-COUNT_AFTER = f"""
+COUNT_AFTER = """
 SELECT count(*) FROM eventfold_events
-WHERE (commit_id, position) > ($1, $2) AND commit_id < {VISIBLE_BELOW}
+WHERE (commit_id, position) > ($1, $2) AND commit_id < $3
 """
+
+COMMITTED_HEAD = """
+SELECT commit_id, position FROM eventfold_events
+ORDER BY commit_id DESC, position DESC
+LIMIT 1
+"""
+
+COUNT_UNREADABLE = "SELECT count(*) FROM eventfold_events WHERE commit_id >= $1"
 
 LOAD_SNAPSHOT = """
 SELECT stream_id, version, state_type, schema_version, data::text, taken_at

@@ -263,16 +263,18 @@ class PostgresTransaction:
         storage = self._storage
         pool, connection = await storage._acquire()
         transaction = connection.transaction()
+        session = PostgresSession(connection, storage.name, storage.schema)
         try:
             await transaction.start()
+            await session.register_writer()  # first, before it can take a transaction id
         except BaseException as exc:
             await _release(pool, connection)
             if isinstance(exc, DRIVER_ERRORS):
                 raise translate(exc, storage.name) from exc
             raise
         self._pool, self._connection, self._transaction = pool, connection, transaction
-        self._session = PostgresSession(connection, storage.name)
-        return self._session
+        self._session = session
+        return session
 
     async def __aexit__(
         self,

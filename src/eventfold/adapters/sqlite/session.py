@@ -45,6 +45,7 @@ from eventfold.ports.records import (
     DocumentRecord,
     EventRecord,
     ExpectedVersion,
+    LogHorizon,
     LogPosition,
     OutboxEntry,
     OutboxMessage,
@@ -431,6 +432,11 @@ class SqliteSession:
         sql = "SELECT COUNT(*) FROM eventfold_events WHERE position > ?"
         count: int = await self._run(lambda db: db.execute(sql, (start,)).fetchone()[0])
         return count
+
+    async def log_horizon(self) -> LogHorizon:
+        """Everything committed is readable: commits are serial here, so nothing waits."""
+        head = await self.log_head()
+        return LogHorizon(readable_head=head, committed_head=head)
 
     # -- snapshots ---------------------------------------------------------------------
 

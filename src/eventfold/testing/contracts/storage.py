@@ -334,6 +334,21 @@ class StorageContract:
             assert await session.count_after(events[1].log_position) == 3
             assert await session.count_after(events[-1].log_position) == 0
 
+    async def test_with_no_writer_in_flight_everything_committed_is_readable(
+        self, storage: Storage
+    ) -> None:
+        await append(storage, "a", event_record(), event_record())
+        async with storage.transaction() as session:
+            last = (await session.read_stream("a"))[-1]
+            horizon = await session.log_horizon()
+        assert horizon.readable_head == horizon.committed_head == last.log_position
+        assert (horizon.unreadable, horizon.blocker) == (0, None)
+
+    async def test_the_log_horizon_of_an_empty_log_is_log_start(self, storage: Storage) -> None:
+        async with storage.transaction() as session:
+            horizon = await session.log_horizon()
+        assert horizon.readable_head == horizon.committed_head == LOG_START
+
     # -- snapshots ---------------------------------------------------------------------
 
     async def test_a_stream_without_snapshot_has_none(self, storage: Storage) -> None:
