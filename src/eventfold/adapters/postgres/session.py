@@ -136,26 +136,34 @@ def _outbox_entry(row: asyncpg.Record) -> OutboxEntry:
 class PostgresSession:
     """A :class:`~eventfold.ports.StorageSession` inside one open PostgreSQL transaction."""
 
-    __slots__ = ("_connection", "_schema", "_store", "appended")
+    __slots__ = ("_begin", "_connection", "_store", "_writer_key", "appended")
 
     def __init__(self, connection: asyncpg.Connection, store: str, schema: str) -> None:
         self._connection = connection
         self._store = store
-        self._schema = schema
+        self._writer_key = sql.writer_key(schema)
+        self._begin = sql.begin_writer(schema)
         self.appended = False
         """Whether events were appended: the storage wakes live readers after the commit."""
 
-    async def register_writer(self) -> None:
-        """Show this transaction to log readers as a possible writer of the store.
+    async def begin(self) -> None:
+        """Start the transaction, visible to log readers as a possible writer of the store.
 
-        Run first in every transaction, before any statement can give it a transaction
-        id: readers hold the log back only for registered writers (see sql.py).
+        Registered first, before any statement can give it a transaction id: readers hold
+        the log back only for registered writers (see sql.py). Driver errors are the
+        caller's to translate, as for :meth:`commit` and :meth:`rollback`.
         """
-        await self._execute(sql.REGISTER_WRITER, self._schema)
+        await self._connection.execute(self._begin)
 
-    def end(self) -> None:
-        """Detach from the connection: the transaction is ending."""
-        self._connection = _ENDED
+    async def commit(self) -> None:
+        """Commit; the session cannot be used afterwards."""
+        connection, self._connection = self._connection, _ENDED
+        await connection.execute(sql.COMMIT)
+
+    async def rollback(self) -> None:
+        """Roll back; the session cannot be used afterwards."""
+        connection, self._connection = self._connection, _ENDED
+        await connection.execute(sql.ROLLBACK)
 
     # -- streams -----------------------------------------------------------------------
 
@@ -308,7 +316,7 @@ class PostgresSession:
         unreadable: int = await self._fetchval(sql.COUNT_UNREADABLE, horizon)
         blocker = None
         if unreadable:
-            row = await self._fetchrow(sql.HORIZON_BLOCKER, self._schema)
+            row = await self._fetchrow(sql.HORIZON_BLOCKER, self._writer_key)
             blocker = None if row is None else HorizonBlocker(*row)
         return LogHorizon(
             readable_head=LOG_START if readable is None else LogPosition(*readable),
@@ -323,7 +331,7 @@ class PostgresSession:
         A statement of its own: the statement that reads below it takes a newer snapshot,
         which sees every writer that had ended when the horizon was read (see sql.py).
         """
-        horizon: int = await self._fetchval(sql.READ_HORIZON, self._schema)
+        horizon: int = await self._fetchval(sql.READ_HORIZON, self._writer_key)
         return horizon
 
     # -- snapshots ---------------------------------------------------------------------

@@ -18,20 +18,43 @@ database's, an application's own, a reporting query's) never hold the horizon ba
 
 from __future__ import annotations
 
+import functools
+import zlib
+
 # pg_current_xact_id() is xid8: the 32-bit xid extended with the wraparound epoch, so
 # it grows monotonically for the cluster's life and fits a bigint; ::text::bigint is
 # the documented way to turn it into a number.
 CURRENT_XACT = "pg_current_xact_id()::text::bigint"
 
-# The advisory lock a storage transaction takes first, before it can hold a transaction
-# id, and keeps until it has ended (committed or rolled back): it makes the transaction
-# visible in pg_locks as a possible writer of this store. Shared, so writers never wait
-# for each other; the first key keeps it apart from the per-stream locks below and from an
-# application's own advisory locks, the second names the store (its schema).
+# Every storage transaction starts with this, one round trip: BEGIN, then the advisory
+# lock that makes it visible in pg_locks as a possible writer of this store, before it can
+# hold a transaction id, until it has ended (committed or rolled back). Shared, so writers
+# never wait for each other; the first key keeps it apart from the per-stream locks below
+# and from an application's own advisory locks, the second names the store (its schema).
 WRITER_LOCK_KEY = 1702258031
-REGISTER_WRITER = f"SELECT pg_advisory_xact_lock_shared({WRITER_LOCK_KEY}, hashtext($1))"
 
-# The registered writers of this store ($1 is its schema), one row per transaction, with
+
+@functools.cache
+def writer_key(schema: str) -> int:
+    """The second key of the writer lock of the store in ``schema``: a signed 32-bit hash.
+
+    Computed here rather than by the server so that :func:`begin_writer` is plain text:
+    two schemas that share a key only make each other's readers wait a little longer.
+    """
+    key = zlib.crc32(schema.encode())
+    return key - (1 << 32) if key >= 1 << 31 else key
+
+
+@functools.cache
+def begin_writer(schema: str) -> str:
+    """``BEGIN`` and the writer lock of the store in ``schema``: one simple query."""
+    return f"BEGIN; SELECT pg_advisory_xact_lock_shared({WRITER_LOCK_KEY}, {writer_key(schema)})"
+
+
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
+
+# The registered writers of this store ($1 is its writer_key), one row per transaction, with
 # the lowest 64-bit id it holds (NULL while it holds none). pg_locks is read live at each
 # call and needs no privilege. A transaction holds an ExclusiveLock on its own id and on
 # each of its subtransactions' ids, which are all younger than its own: the lowest is the
@@ -47,7 +70,7 @@ SELECT min(pid) AS pid, min(
 ) AS xid
 FROM pg_locks
 WHERE (
-    locktype = 'advisory' AND classid = {WRITER_LOCK_KEY} AND objid = hashtext($1)::oid
+    locktype = 'advisory' AND classid = {WRITER_LOCK_KEY} AND objid = $1::int4::oid
     AND objsubid = 2 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 ) OR (locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted)
 GROUP BY virtualtransaction

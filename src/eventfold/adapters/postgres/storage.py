@@ -250,30 +250,26 @@ async def _release(pool: asyncpg.Pool, connection: asyncpg.Connection) -> None:
 class PostgresTransaction:
     """``async with storage.transaction() as session``: one connection, one transaction."""
 
-    __slots__ = ("_connection", "_pool", "_session", "_storage", "_transaction")
+    __slots__ = ("_connection", "_pool", "_session", "_storage")
 
     def __init__(self, storage: PostgresStorage) -> None:
         self._storage = storage
         self._pool: asyncpg.Pool | None = None
         self._connection: asyncpg.Connection | None = None
-        self._transaction: asyncpg.transaction.Transaction | None = None
         self._session: PostgresSession | None = None
 
     async def __aenter__(self) -> PostgresSession:
         storage = self._storage
         pool, connection = await storage._acquire()
-        transaction = connection.transaction()
         session = PostgresSession(connection, storage.name, storage.schema)
         try:
-            await transaction.start()
-            await session.register_writer()  # first, before it can take a transaction id
+            await session.begin()
         except BaseException as exc:
             await _release(pool, connection)
             if isinstance(exc, DRIVER_ERRORS):
                 raise translate(exc, storage.name) from exc
             raise
-        self._pool, self._connection, self._transaction = pool, connection, transaction
-        self._session = session
+        self._pool, self._connection, self._session = pool, connection, session
         return session
 
     async def __aexit__(
@@ -282,20 +278,17 @@ class PostgresTransaction:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        pool, connection = self._pool, self._connection
-        transaction, session = self._transaction, self._session
+        pool, connection, session = self._pool, self._connection, self._session
         assert pool is not None
         assert connection is not None
-        assert transaction is not None
         assert session is not None
         try:
-            session.end()
             if exc_type is None:
-                await transaction.commit()
+                await session.commit()
                 if session.appended:
                     self._storage._events_committed()
             else:
-                await transaction.rollback()
+                await session.rollback()
         except DRIVER_ERRORS as error:
             if exc_type is None:
                 raise translate(error, self._storage.name) from error
