@@ -22,7 +22,9 @@ from typer.testing import CliRunner
 from eventfold import EventRegistry, Projection, ProjectionFailedError, ProjectionRunner
 from eventfold.adapters.url import storage_from_url
 from eventfold.cli import app
+from eventfold.ports import EventRecord
 from eventfold.testing.contracts.projections import Deposited, _append
+from eventfold.testing.contracts.storage import T0
 from tests.conftest import POSTGRES_DSN, require_service, unique_name
 from tests.examples.conftest import drop_postgres_schema
 from tests.support.network import closed_port
@@ -199,9 +201,14 @@ def test_projections_status_json_has_the_checkpoint_and_lag(shop_url: str) -> No
     assert json.loads(output) == [
         {
             "name": "order-summaries",
+            "state": "caught up",
             "position": 11,
             "events_behind": 0,
+            "not_yet_readable": 0,
             "seconds_behind": 0.0,
+            "readable_head": 11,
+            "committed_head": 11,
+            "blocker": None,
             "parked": None,
         }
     ]
@@ -427,3 +434,39 @@ def test_projections_skip_refuses_an_event_id_that_is_not_a_uuid(database_url: s
     )  # fmt: skip
     assert code == 1
     assert "not an event id" in output
+
+
+# Only PostgreSQL lets writers commit concurrently, so only there can events wait.
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_projections_status_shows_events_held_back_and_the_transaction_holding_them(
+    shop_url: str,
+) -> None:
+
+    async def status_while_a_writer_is_open() -> tuple[str, str, int]:
+        storage = storage_from_url(shop_url)
+        registry = EventRegistry([Deposited])
+        try:
+            async with storage.transaction() as session:
+                rows = await session.execute_sql(text("SELECT pg_backend_pid() AS pid"))
+                await session.save_document("notes", "n-1", "{}", expected_version=0)
+                async with storage.transaction() as later:
+                    for amount in (1, 2):
+                        encoded = registry.encode(Deposited("a", amount))
+                        record = EventRecord(uuid4(), encoded.type_name, 1, encoded.data, T0)
+                        await later.append("account-a", [record], expected_version=amount - 1)
+                # The command runs its own event loop: give it a thread.
+                status = ("projections", "status", "--database-url", shop_url)
+                table = (await asyncio.to_thread(invoke, *status))[1]
+                as_json = (await asyncio.to_thread(invoke, *status, "--json"))[1]
+                return table, as_json, int(rows[0]["pid"])
+        finally:
+            await storage.close()
+
+    table, as_json, pid = asyncio.run(status_while_a_writer_is_open())
+
+    assert "2 committed events are not readable yet" in table
+    assert f"transaction pid {pid}" in table
+    [row] = json.loads(as_json)
+    assert (row["events_behind"], row["not_yet_readable"], row["state"]) == (0, 2, "behind")
+    assert row["blocker"]["pid"] == pid
+    assert row["committed_head"] > row["readable_head"] == row["position"]

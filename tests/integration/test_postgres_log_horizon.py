@@ -7,14 +7,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 from sqlalchemy import text
 
+from eventfold import EventRegistry, ProjectionRunner
 from eventfold.adapters.postgres import PostgresStorage, create_postgres_storage
-from eventfold.ports import LOG_START, LogPosition, StoredEvent
+from eventfold.ports import LOG_START, LogPosition, StoredEvent, StreamState
+from eventfold.testing.contracts.projections import Balances, Deposited
 from eventfold.testing.contracts.storage import event_record
 from tests.conftest import POSTGRES_DSN, drop_schema, require_service, unique_name
 from tests.integration.test_postgres_global_log import (
@@ -374,3 +377,52 @@ async def wait_readable(
         await asyncio.sleep(0)
     msg = f"event {event_id} was not readable within {READABLE_WITHIN} s of its commit"
     raise AssertionError(msg)
+
+
+# -- lag -----------------------------------------------------------------------------------
+
+
+async def test_lag_counts_events_held_back_by_an_open_writer_and_names_it(
+    storage: PostgresStorage,
+) -> None:
+    registry = EventRegistry([Deposited])
+    runner = ProjectionRunner(storage, registry, [Balances()])
+    has_id, may_end = asyncio.Event(), asyncio.Event()
+    blocker_pid: list[int] = []
+
+    async def open_writer() -> None:
+        async with storage.transaction() as session:
+            rows = await session.execute_sql(text("SELECT pg_backend_pid() AS pid"))
+            blocker_pid.append(rows[0]["pid"])
+            await session.save_document("notes", "n-1", "{}", expected_version=0)
+            has_id.set()
+            await may_end.wait()
+
+    writer = asyncio.create_task(open_writer())
+    await has_id.wait()
+    await append_deposits(storage, registry, 5)
+    held = await runner.lag("balances")
+    may_end.set()
+    await writer
+    await runner.catch_up("balances")
+    released = await runner.lag("balances")
+
+    assert (held.events_behind, held.unreadable, held.committed_behind) == (0, 5, 5)
+    assert held.state == "behind"
+    assert held.readable_head == LOG_START < held.committed_head
+    assert held.blocker is not None
+    assert held.blocker.pid == blocker_pid[0]
+    assert held.blocker.application_name is not None
+    assert (released.state, released.unreadable, released.blocker) == ("caught up", 0, None)
+    assert released.checkpoint == released.committed_head == held.committed_head
+
+
+async def append_deposits(storage: PostgresStorage, registry: EventRegistry, count: int) -> None:
+    """Commit ``count`` deposits, without waiting for them to be readable."""
+    records = []
+    for n in range(1, count + 1):
+        encoded = registry.encode(Deposited("a", n))
+        records.append(event_record(n=n))
+        records[-1] = replace(records[-1], type_name=encoded.type_name, data=encoded.data)
+    async with storage.transaction() as session:
+        await session.append("account-a", records, expected_version=StreamState.ANY)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
@@ -40,24 +41,27 @@ app = typer.Typer(
 
 @app.command("status")
 def projections_status(database_url: DatabaseUrl = None, as_json: JsonOption = False) -> None:
-    """Each projection's checkpoint and how far it is behind the log (events, seconds)."""
+    """Each projection's state, checkpoint and lag (events readable now, events held back)."""
     with reported():
         storage = open_storage(database_url)
     rows = run(lambda: using(storage, _lags))
 
     def cells(row: dict[str, Any]) -> list[str]:
         style = "green" if row["events_behind"] == 0 else "yellow"
+        held = "red" if row["not_yet_readable"] else "green"
         return [
             row["name"],
-            "[green]ok" if row["parked"] is None else "[red]parked",
+            _STATES[row["state"]],
             f"position {row['position']}",
             f"[{style}]{row['events_behind']}",
+            f"[{held}]{row['not_yet_readable']}",
             f"{row['seconds_behind']:.1f}",
         ]
 
     print_rows(
         rows,
-        ["projection", "state", "checkpoint", "events behind", "seconds behind"],
+        # "behind": events readable now; "held back": committed, not readable yet.
+        ["projection", "state", "checkpoint", "behind", "held back", "seconds"],
         as_json=as_json,
         title=storage.name,
         empty="no projection has saved a checkpoint yet",
@@ -67,6 +71,11 @@ def projections_status(database_url: DatabaseUrl = None, as_json: JsonOption = F
         for row in rows:
             if row["parked"] is not None:
                 out.print(f"{row['name']}: {_parked_detail(row['parked'])}", soft_wrap=True)
+        if rows and rows[0]["not_yet_readable"]:
+            out.print(_held_back_detail(rows[0]), soft_wrap=True)
+
+
+_STATES = {"failed": "[red]parked", "behind": "[yellow]behind", "caught up": "[green]ok"}
 
 
 def _parked_detail(parked: dict[str, Any]) -> str:
@@ -77,11 +86,32 @@ def _parked_detail(parked: dict[str, Any]) -> str:
     )
 
 
+def _held_back_detail(row: dict[str, Any]) -> str:
+    """The events committed but not readable yet (the same for every projection), and why."""
+    detail = (
+        f"[yellow]{row['not_yet_readable']} committed events are not readable yet[/yellow] "
+        f"(readable up to position {row['readable_head']}, committed up to position "
+        f"{row['committed_head']})"
+    )
+    blocker = row["blocker"]
+    if blocker is None:
+        return detail + ": a transaction that wrote them or an older one is ending"
+    age = (
+        "open for an unknown time"
+        if blocker["age_seconds"] is None
+        else (f"open for {blocker['age_seconds']:.1f} s")
+    )
+    return (
+        f"{detail}: they wait for transaction pid {blocker['pid']} in database "
+        f"{blocker['database']} (application {blocker['application_name']!r}, {age}) to end"
+    )
+
+
 async def _lags(storage: Storage) -> list[dict[str, Any]]:
     from sqlalchemy import select
 
     from eventfold.adapters.sql.schema import checkpoints, documents
-    from eventfold.application.readside.health import HEALTH_COLLECTION, projection_health
+    from eventfold.application.readside.health import HEALTH_COLLECTION
     from eventfold.application.readside.projections import projection_lag
 
     # A projection that failed on its first event has saved no checkpoint, only its health.
@@ -95,14 +125,19 @@ async def _lags(storage: Storage) -> list[dict[str, Any]]:
     rows = []
     for name in names:
         lag = await projection_lag(storage, name, now)
-        parked = (await projection_health(storage, name)).parked
+        blocker = lag.blocker
         rows.append(
             {
                 "name": name,
+                "state": lag.state,
                 "position": lag.checkpoint.position,
                 "events_behind": lag.events_behind,
+                "not_yet_readable": lag.unreadable,
                 "seconds_behind": lag.seconds_behind,
-                "parked": None if parked is None else _parked_row(parked),
+                "readable_head": lag.readable_head.position,
+                "committed_head": lag.committed_head.position,
+                "blocker": None if blocker is None else asdict(blocker),
+                "parked": None if lag.parked is None else _parked_row(lag.parked),
             }
         )
     return rows

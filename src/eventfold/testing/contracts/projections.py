@@ -520,6 +520,39 @@ class ProjectionContract:
         assert middle.events_behind == 1
         assert (after.events_behind, after.seconds_behind) == (0, 0.0)
 
+    async def test_lag_of_a_caught_up_projection_has_the_committed_head_readable(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        await _append(storage, registry, Deposited("a", 1), Deposited("a", 2))
+        runner = ProjectionRunner(storage, registry, [Balances()])
+        await runner.catch_up("balances")
+
+        lag = await runner.lag("balances")
+
+        assert lag.readable_head == lag.committed_head == lag.checkpoint != LOG_START
+        assert (lag.events_behind, lag.unreadable, lag.committed_behind) == (0, 0, 0)
+        assert (lag.state, lag.blocker, lag.parked) == ("caught up", None, None)
+
+    async def test_lag_of_a_failed_projection_shows_it_failed_with_its_error_and_position(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        await _append(storage, registry, Deposited("a", 1), Deposited("a", 2), Deposited("a", 3))
+        failing = Balances()
+        failing.fail_on_amount = 2
+        runner = ProjectionRunner(storage, registry, [failing], batch_size=1)
+        with pytest.raises(ProjectionFailedError) as failure:
+            await runner.catch_up("balances")
+
+        lag = await runner.lag("balances")
+
+        assert lag.state == "failed"
+        assert lag.parked is not None
+        assert lag.parked.position == failure.value.position
+        assert lag.parked.error == "ValueError: cannot handle amount 2"
+        assert lag.events_behind == 2
+
     async def test_two_runners_of_one_projection_apply_every_event_exactly_once(
         self, storage: Storage
     ) -> None:
