@@ -76,7 +76,7 @@ from eventfold.application.persistence.unit_of_work import (
     UnitOfWork,
     create_tables,
 )
-from eventfold.application.readside.catch_up import CatchUpBehavior
+from eventfold.application.readside.catch_up import CatchUpBehavior, CatchUpOutcome, catch_up_to
 from eventfold.application.readside.health import (
     ParkedFailure,
     ProjectionHealth,
@@ -157,6 +157,7 @@ __all__ = [
     "CacheCodec",
     "CachingPersistenceDispatcher",
     "CatchUpBehavior",
+    "CatchUpOutcome",
     "CheckpointConflictError",
     "CommandHandler",
     "ConcurrencyError",
@@ -266,6 +267,7 @@ __all__ = [
     "ValidationBehavior",
     "WorkUnit",
     "apply_event",
+    "catch_up_to",
     "create_tables",
     "current_event_metadata",
     "default_behaviors",

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -26,37 +26,12 @@ from tests.integration.test_postgres_global_log import (
     read_while,
     write_concurrently,
 )
+from tests.support.postgres import dsn_of, open_transaction, other_database
 
 pytestmark = pytest.mark.postgres
 
 READABLE_WITHIN = 10.0
 """Seconds to wait for an event that nothing holds back: a bound, not a measure."""
-
-
-def dsn_of(database: str, *, user: str | None = None) -> str:
-    """The test server's DSN for another database (and, optionally, another role)."""
-    parts = urlsplit(POSTGRES_DSN)
-    netloc = parts.netloc if user is None else f"{user}@{parts.netloc.rsplit('@', 1)[-1]}"
-    return urlunsplit(parts._replace(netloc=netloc, path=f"/{database}"))
-
-
-@asynccontextmanager
-async def open_transaction(dsn: str, *statements: str) -> AsyncIterator[asyncpg.Connection]:
-    """A transaction that holds a transaction id (and runs ``statements``) until the block ends."""
-    connection = await asyncpg.connect(dsn, server_settings={"application_name": "held-open"})
-    try:
-        await connection.execute("BEGIN")
-        await connection.execute("SELECT pg_current_xact_id()")
-        for statement in statements:
-            await connection.execute(statement)
-        yield connection
-    finally:
-        await connection.close()  # the server rolls the transaction back
-
-
-def other_database() -> str:
-    """A database of the test server other than the one the tests write to."""
-    return "root" if urlsplit(POSTGRES_DSN).path.lstrip("/") == "postgres" else "postgres"
 
 
 @asynccontextmanager

@@ -277,6 +277,11 @@ class ProjectionRunner:
         """The names of the projections this runner runs."""
         return list(self._projections)
 
+    @property
+    def storage(self) -> Storage:
+        """The storage whose log the projections follow and where they keep their state."""
+        return self._storage
+
     def status(self, name: str, *, partition: Partition | None = None) -> ProjectionStatus:
         """The projection's (or one partition's) status in this runner."""
         key = checkpoint_name(self._projection(name).name, partition)
