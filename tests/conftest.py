@@ -14,6 +14,8 @@ import asyncpg
 import pytest
 
 from eventfold.testing import fresh_storage
+from tests.support.held_transaction import HeldTransaction
+from tests.support.postgres import POSTGRES_DSN, dsn_of, other_database
 
 # The storage fixtures (memory_storage, sqlite_storage, postgres_storage, sql_storage,
 # any_storage), the mediator and the broker come from eventfold's own pytest plugin, as
@@ -23,9 +25,6 @@ pytest_plugins = ["eventfold.testing.plugin"]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 RUN_ID = uuid.uuid4().hex[:8]
 
-POSTGRES_DSN = os.environ.get(
-    "EVENTFOLD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
-)
 REDIS_URL = os.environ.get("EVENTFOLD_TEST_REDIS", "redis://127.0.0.1:6379/0")
 RABBITMQ_URL = os.environ.get("EVENTFOLD_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/")
 NATS_URL = os.environ.get("EVENTFOLD_TEST_NATS", "nats://127.0.0.1:4222")
@@ -36,6 +35,44 @@ _SERVICES = {
     "rabbitmq": ("127.0.0.1", 5672),
     "nats": ("127.0.0.1", 4222),
 }
+
+
+# -- a transaction held open for the whole run -------------------------------------------
+
+HOLD_TRANSACTION = os.environ.get("EVENTFOLD_TEST_HOLD_TRANSACTION", "") == "1"
+_held: list[HeldTransaction] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Open a transaction in another database, when asked to and PostgreSQL answers."""
+    if HOLD_TRANSACTION and _reachable(*_SERVICES["postgres"]):
+        held = HeldTransaction(dsn_of(other_database()))
+        _held.append(held)
+        try:
+            held.start()
+        except Exception:
+            if IN_CI:
+                raise
+            # Outside CI a server that does not let us hold one only loses the proof.
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """End the held transaction: never left behind after the run."""
+    for held in _held:
+        held.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say whether the run held a transaction open, and whether it stayed open throughout."""
+    for held in _held:
+        if held.error is not None:
+            terminalreporter.write_line(f"no transaction could be held open: {held.error}")
+            continue
+        state = "throughout" if held.still_open_at_stop else "but it ENDED EARLY"
+        terminalreporter.write_line(
+            f"a transaction (id {held.xid}) was open in database {other_database()!r} "
+            f"for the whole run, {state}"
+        )
 
 
 def _reachable(host: str, port: int) -> bool:

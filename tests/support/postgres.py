@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from tests.conftest import POSTGRES_DSN
+POSTGRES_DSN = os.environ.get(
+    "EVENTFOLD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+"""The database the tests write to."""
 
 
 def dsn_of(database: str, *, user: str | None = None) -> str:
