@@ -38,6 +38,7 @@ _GROUPS = (
     ("outbox", "eventfold.cli_outbox"),
     ("dead-letters", "eventfold.cli.dead_letters"),
     ("admin", "eventfold.cli.admin"),
+    ("sagas", "eventfold.cli.sagas"),
 )
 
 

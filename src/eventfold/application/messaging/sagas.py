@@ -73,6 +73,7 @@ __all__ = [
     "SAGA_COLLECTION",
     "SAGA_TIMEOUT",
     "Compensation",
+    "InterventionAlert",
     "Saga",
     "SagaEntry",
     "SagaOrchestrator",
@@ -144,6 +145,9 @@ class StepContext:
             scheduled_message(schedule_id, name, payload, due_at=due_at, key=self.saga_id)
         )
 
+
+InterventionAlert = Callable[["SagaState"], Awaitable[None]]
+"""Called with an instance that has just come to need a person."""
 
 StepAction = Callable[[D, StepContext], Awaitable[D | None]]
 """Does a step; returns the saga's new data, or None to keep (the possibly mutated) data."""
@@ -298,15 +302,24 @@ class SagaOrchestrator:
         lease: timedelta = timedelta(minutes=5),
         clock: Clock = utc_now,
         schedules: ScheduleWriter | None = None,
+        on_intervention: InterventionAlert | None = None,
     ) -> None:
         """``lease`` must outlast a step with all its retries: a claim older than it is
         taken as abandoned by a dead worker. ``schedules`` keeps the timeouts and the
-        messages steps schedule (``eventfold.adapters.scheduling.schedule_store_for``)."""
+        messages steps schedule (``eventfold.adapters.scheduling.schedule_store_for``).
+        ``on_intervention`` is called with an instance that has just come to need a
+        person (page someone, open a ticket); its errors are logged, never raised."""
         self._storage = storage
         self._sagas = {saga.name: saga for saga in sagas}
         self._lease = lease
         self._clock = clock
         self._schedules = schedules
+        self._on_intervention = on_intervention
+
+    @property
+    def storage(self) -> Storage:
+        """The storage the instances are kept in."""
+        return self._storage
 
     # -- starting and running --------------------------------------------------------
 
@@ -363,6 +376,10 @@ class SagaOrchestrator:
     async def pending_interventions(self) -> list[SagaState]:
         """The instances waiting for an operator, oldest first."""
         return await self._search(SagaStatus.NEEDS_INTERVENTION)
+
+    async def instances(self, *statuses: SagaStatus) -> list[SagaState]:
+        """The instances in any of ``statuses`` (every status when none is given), oldest first."""
+        return await self._search(*(statuses or tuple(SagaStatus)))
 
     async def retry(self, saga_id: str) -> SagaState:
         """Try an instance's compensations again (after the cause was fixed) and run it."""
@@ -522,7 +539,9 @@ class SagaOrchestrator:
                 )
                 changes = self._lease_changes(owner, release=True)
                 status = SagaStatus.NEEDS_INTERVENTION
-                return await self._save(failed.state._log(entry, status=status, **changes))
+                stuck = await self._save(failed.state._log(entry, status=status, **changes))
+                await self._alert(stuck)
+                return stuck
             outcome = "compensated"
         entry = SagaEntry(self._clock(), step.name, outcome, state.attempts + 1)
         changes = self._lease_changes(owner, release=False)
@@ -593,6 +612,21 @@ class SagaOrchestrator:
             )
         except ConcurrencyError as lost:
             raise _LostClaimError from lost
+
+    async def _alert(self, state: SagaState) -> None:
+        _log.error(
+            "saga %s (%s) needs intervention at step %s: %s",
+            state.saga_id,
+            state.saga,
+            state.failed_step,
+            state.last_error,
+        )
+        if self._on_intervention is None:
+            return
+        try:
+            await self._on_intervention(state)
+        except Exception:  # noqa: BLE001 - an alert that fails must not undo the saved state
+            _log.exception("the intervention alert for saga %s failed", state.saga_id)
 
     # -- storage ---------------------------------------------------------------------
 

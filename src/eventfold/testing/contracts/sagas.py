@@ -420,3 +420,20 @@ class SagaContract:
             "RemindCustomer",
             "s-1/remind/RemindCustomer",
         )
+
+    async def test_an_instance_that_comes_to_need_a_person_raises_the_alert_once(
+        self, storage: Storage
+    ) -> None:
+        recorder, alerts = StepRecorder(), []
+
+        async def page(state: SagaState) -> None:
+            alerts.append((state.saga_id, state.status))
+            raise RuntimeError("the pager is down too")  # must not undo anything
+
+        steps = [recorder.step("reserve", undo_fail=ALWAYS), recorder.step("charge", fail=ALWAYS)]
+        saga = _saga(recorder, *steps)
+        orchestrator = SagaOrchestrator(storage, [saga], on_intervention=page)
+        state = await orchestrator.start(saga, Order("o-1"), saga_id="s-1")
+        assert state.status is SagaStatus.NEEDS_INTERVENTION
+        assert alerts == [("s-1", SagaStatus.NEEDS_INTERVENTION)]
+        assert [s.saga_id for s in await orchestrator.pending_interventions()] == ["s-1"]
