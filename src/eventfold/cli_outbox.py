@@ -151,6 +151,14 @@ def run(
     batch_size: Annotated[int, typer.Option(min=1)] = 500,
     poll_interval: Annotated[float, typer.Option(min=0.01)] = 0.5,
     max_attempts: Annotated[int, typer.Option(min=1)] = 10,
+    publish_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds a batch may take to publish; the batch's database transaction "
+            "stays open no longer, and a slower broker counts as unreachable.",
+        ),
+    ] = 10.0,
     report_every: Annotated[
         float, typer.Option(min=0.1, help="Seconds between two log lines counting rows relayed.")
     ] = 60.0,
@@ -178,6 +186,7 @@ def run(
             batch_size=batch_size,
             poll_interval=poll_interval,
             retry=RetryPolicy(max_attempts=max_attempts),
+            publish_timeout=publish_timeout,
         )
         started = time.monotonic()
         _log.info(

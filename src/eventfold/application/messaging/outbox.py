@@ -13,6 +13,13 @@ delay (tenacity's ``wait_exponential`` plus ``wait_random``) before its next att
 - The broker is unreachable: every row of the batch records the attempt and its
   backoff, and the relay itself waits with backoff before it tries again. Only
   refusals count towards ``max_attempts``: an outage delays events, it never drops them.
+- The broker hangs or crawls: a claim's transaction stays open while its rows are
+  published, so every broker call made for one claim shares one deadline,
+  ``publish_timeout``; past it the batch counts as an outage (above), and the
+  transaction ends.
+- The database is unreachable (a cut or reset connection, a restart): the pass fails
+  with ``StoreUnavailableError``, the claim's rows stay due, and the relay waits with
+  backoff before it claims again.
 - The relay dies mid-batch: nothing it had not recorded is lost; the rows are claimed
   again and published again. Consumers deduplicate by event id (see the inbox).
 """
@@ -42,7 +49,7 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from eventfold.application.persistence.unit_of_work import Clock, utc_now
-from eventfold.errors import BrokerUnavailableError, StoreUnavailableError
+from eventfold.errors import BrokerUnavailableError, ConfigurationError, StoreUnavailableError
 from eventfold.ports.broker import BrokerMessage, MessagePublisher
 from eventfold.ports.outbox import OutboxClaim, OutboxRelayStore
 from eventfold.ports.records import OutboxEntry
@@ -152,9 +159,14 @@ class OutboxRelay:
         alert_after: timedelta | None = None,
         on_alert: AlertHook | None = None,
         check_interval: float = 10.0,
+        publish_timeout: float = 10.0,
         clock: Clock = utc_now,
     ) -> None:
+        if publish_timeout <= 0:
+            msg = f"publish_timeout must be a positive number of seconds, got {publish_timeout}"
+            raise ConfigurationError(msg)
         self._store = store
+        self._publish_timeout = publish_timeout
         self._publisher = publisher
         self._batch_size = batch_size
         self._poll_interval = poll_interval
@@ -199,13 +211,17 @@ class OutboxRelay:
         if not entries:
             return 0, None
         messages = [BrokerMessage.from_outbox(e.message) for e in entries]
+        # The claim's transaction stays open while the broker is called: every call made
+        # for this claim shares one deadline, so that no broker that hangs or crawls keeps
+        # the transaction (and its row locks) open for longer than publish_timeout.
+        deadline = asyncio.get_running_loop().time() + self._publish_timeout
         try:
-            await self._publisher.publish(messages if wrap is None else wrap(messages))
+            await self._send(messages if wrap is None else wrap(messages), deadline)
         except BrokerUnavailableError as exc:
             await self._record_outage(claim, entries, exc, now)
             return 0, exc
         except Exception:  # noqa: BLE001 - some message was refused: find which, one by one
-            return await self._publish_one_by_one(claim, entries, now)
+            return await self._publish_one_by_one(claim, entries, now, deadline)
         await claim.mark_published([entry.id for entry in entries], at=self._clock())
         return len(entries), None
 
@@ -238,8 +254,24 @@ class OutboxRelay:
         telemetry.add("eventfold.outbox.published", published)
         return published, outage
 
+    async def _send(self, messages: list[BrokerMessage], deadline: float) -> None:
+        """Publish ``messages``; a broker still busy at ``deadline`` counts as unreachable."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._publisher.publish(messages)
+        except TimeoutError as exc:
+            reason = (
+                "publishing took longer than the relay's publish_timeout of "
+                f"{self._publish_timeout:g}s"
+            )
+            raise BrokerUnavailableError("broker", reason) from exc
+
     async def _publish_one_by_one(
-        self, claim: OutboxClaim, entries: Sequence[OutboxEntry], now: datetime
+        self,
+        claim: OutboxClaim,
+        entries: Sequence[OutboxEntry],
+        now: datetime,
+        deadline: float,
     ) -> tuple[int, BrokerUnavailableError | None]:
         published: list[int] = []
         failed: set[str] = set()
@@ -248,7 +280,7 @@ class OutboxRelay:
             if entry.message.aggregate_id in failed:
                 continue  # stays due: it goes out after the row that failed before it
             try:
-                await self._publisher.publish([BrokerMessage.from_outbox(entry.message)])
+                await self._send([BrokerMessage.from_outbox(entry.message)], deadline)
             except BrokerUnavailableError as exc:
                 outage = exc
                 await self._record_outage(claim, entries[index:], exc, now)
