@@ -23,6 +23,13 @@ from eventfold.application.cqrs.mediator import (
 from eventfold.application.cqrs.results import FieldError, OperationResult, ProblemDetails
 from eventfold.application.messaging.inbox import IdempotentConsumer, InboxContext, purge_inbox
 from eventfold.application.messaging.outbox import OutboxMetrics, OutboxRelay, RetryPolicy
+from eventfold.application.messaging.processes import (
+    ProcessContext,
+    ProcessInstance,
+    ProcessManager,
+    ProcessRunner,
+    Reaction,
+)
 from eventfold.application.messaging.sagas import (
     Saga,
     SagaEntry,
@@ -211,6 +218,10 @@ __all__ = [
     "PersistenceResult",
     "PersonalData",
     "ProblemDetails",
+    "ProcessContext",
+    "ProcessInstance",
+    "ProcessManager",
+    "ProcessRunner",
     "Projection",
     "ProjectionContext",
     "ProjectionFailedError",
@@ -225,6 +236,7 @@ __all__ = [
     "QueryError",
     "QueryHandler",
     "QueryOptions",
+    "Reaction",
     "ReadModel",
     "RegistrationError",
     "Repository",

@@ -1,5 +1,6 @@
 """Test helpers shipped with eventfold: scenarios and backend contract suites."""
 
+from eventfold.testing.processes import ProcessOutcome, ProcessScenario
 from eventfold.testing.sagas import SagaScenario, SimulatedCrash, StepRecorder
 from eventfold.testing.scenarios import (
     AggregateScenario,
@@ -15,6 +16,8 @@ __all__ = [
     "CommandOutcome",
     "CommandScenario",
     "DeciderScenario",
+    "ProcessOutcome",
+    "ProcessScenario",
     "ProjectionScenario",
     "SagaScenario",
     "SimulatedCrash",

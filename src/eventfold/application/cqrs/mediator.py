@@ -221,6 +221,7 @@ class Mediator:
         correlation_id: str | None = None,
         causation_id: str | None = None,
         actor: str | None = None,
+        unit_of_work: object = None,
     ) -> OperationResult[T]: ...
 
     @overload
@@ -231,6 +232,7 @@ class Mediator:
         correlation_id: str | None = None,
         causation_id: str | None = None,
         actor: str | None = None,
+        unit_of_work: object = None,
     ) -> OperationResult[Any]: ...
 
     async def send(
@@ -240,9 +242,17 @@ class Mediator:
         correlation_id: str | None = None,
         causation_id: str | None = None,
         actor: str | None = None,
+        unit_of_work: object = None,
     ) -> OperationResult[Any]:
-        """Handle a command or query through the pipeline and return its result."""
-        context = RequestContext(request, correlation_id, causation_id, actor)
+        """Handle a command or query through the pipeline and return its result.
+
+        With ``unit_of_work``, the request joins that open unit of work: its writes commit
+        (or roll back) with the caller's, who owns the transaction (a process manager
+        commits its state, its commands' changes and their outbox rows at once).
+        """
+        context = RequestContext(
+            request, correlation_id, causation_id, actor, unit_of_work=unit_of_work
+        )
         telemetry = active_telemetry()
         if telemetry is None:  # the default: no telemetry work at all
             return await self._pipeline(type(request))(request, context)

@@ -369,6 +369,10 @@ class TransactionBehavior:
         next: Next,  # noqa: A002 - the pipeline's word
     ) -> OperationResult[Any]:
         """Run the rest of the pipeline inside a unit of work."""
+        if context.unit_of_work is not None:
+            # Joined an open unit of work (``Mediator.send(..., unit_of_work=)``): its
+            # owner commits or rolls back.
+            return await next(request, context)
         uow = self._unit_of_work(context)
         context.unit_of_work = uow
         try:

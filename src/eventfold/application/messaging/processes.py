@@ -1,0 +1,419 @@
+"""Process managers: long-running processes that react to events and send commands.
+
+A :class:`ProcessManager` declares, per event type it reacts to, the key that
+correlates an event to an instance ("the order id") and an async reaction that gets
+the instance's state, the event and a :class:`ProcessContext`. The reaction returns the
+new state and, through the context, sends commands through the mediator, schedules
+messages for later (a timeout is an event delivered back to the process when due) and
+cancels them. A :class:`ProcessRunner` applies an event to every process that reacts
+to it, each in ONE transaction:
+
+- the inbox row ``(event id, "process:<name>")``: an event delivered twice is applied
+  once;
+- the instance's state, a JSON document (collection ``eventfold.processes``) saved with
+  its optimistic version;
+- the commands' changes and their outbox rows (the mediator joins the runner's unit of
+  work), and the scheduled or cancelled messages.
+
+A crash at any point loses no decision and doubles none: either all of it committed or
+none, and the broker (or the scheduler) delivers the event again.
+
+**One instance at a time, across processes.** Before it reacts, the runner rewrites
+the instance's document at the version it read: on PostgreSQL that row is locked until
+the transaction ends, so a second worker handling an event of the same instance waits
+and then finds the version moved (:class:`~eventfold.errors.ConcurrencyError`: the event
+is retried from the start, with the new state); on SQLite the write lock does the same
+for the whole database; in memory a lock per instance. Reactions must not call other
+services directly: what they decide goes out as commands and outbox rows, after commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+from eventfold.application.cqrs.mediator import Mediator
+from eventfold.application.messaging.scheduler import scheduled_message
+from eventfold.application.persistence.unit_of_work import DataSource, UnitOfWork
+from eventfold.domain.errors import ConfigurationError
+from eventfold.errors import ConcurrencyError, EventfoldError
+from eventfold.ports.broker import Delivery
+from eventfold.ports.scheduling import ClaimedMessage, ScheduledMessage, ScheduleWriter
+from eventfold.ports.storage import Storage
+from eventfold.serialization import JsonCodec
+
+__all__ = [
+    "PROCESS_COLLECTION",
+    "ProcessCommandError",
+    "ProcessContext",
+    "ProcessInstance",
+    "ProcessManager",
+    "ProcessRunner",
+    "Reaction",
+]
+
+_log = logging.getLogger("eventfold.processes")
+
+S = TypeVar("S")
+E = TypeVar("E")
+
+PROCESS_COLLECTION = "eventfold.processes"
+"""The document collection process instances are kept in."""
+
+_CONFLICT_RETRIES = 10
+_LOCKS: weakref.WeakKeyDictionary[Storage, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
+
+
+class ProcessCommandError(EventfoldError):
+    """A command a process sent failed: nothing of the reaction was committed."""
+
+    def __init__(self, process: str, command: object, problem: object) -> None:
+        super().__init__(
+            f"process {process}: command {type(command).__qualname__} failed: {problem}"
+        )
+        self.command = command
+        self.problem = problem
+
+
+@dataclass(slots=True)
+class ProcessContext:
+    """What a reaction gets besides its state and the event: where its decisions go."""
+
+    process: str
+    key: str
+    event_id: UUID
+    unit_of_work: UnitOfWork | None
+    """The reaction's transaction (None in :class:`~eventfold.testing.ProcessScenario`)."""
+    commands: list[object] = field(default_factory=list)
+    scheduled: list[tuple[str, object, datetime]] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    completed: bool = False
+
+    def send(self, command: object) -> None:
+        """Send ``command`` through the mediator, in this reaction's transaction."""
+        self.commands.append(command)
+
+    def schedule(self, event: object, *, due_at: datetime, label: str = "") -> None:
+        """Deliver ``event`` (a registered event) back to this process at ``due_at``.
+
+        Named ``<process>/<key>/<label or event type>``: scheduling it again is a no-op,
+        and :meth:`cancel` with the same label takes it back.
+        """
+        self.scheduled.append((label or type(event).__name__, event, due_at))
+
+    def cancel(self, label: str) -> None:
+        """Cancel the message scheduled under ``label`` (or an event type's name)."""
+        self.cancelled.append(label)
+
+    def complete(self) -> None:
+        """Mark the instance completed: it reacts to nothing more."""
+        self.completed = True
+
+
+React = Callable[[S, Any, ProcessContext], Awaitable[S | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction(Generic[S]):
+    """How a process reacts to one event type: its correlation key, and what it does.
+
+    ``starts``: the event may create an instance; events of other reactions that find
+    no instance are ignored (acknowledged, nothing done).
+    """
+
+    event_type: type
+    key: Callable[[Any], object]
+    react: React[S]
+    starts: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInstance:
+    """A process instance as stored."""
+
+    process: str
+    key: str
+    state: Any
+    completed: bool
+    handled: int
+    """How many events this instance applied."""
+    version: int
+
+
+class ProcessManager(Generic[S]):
+    """A named process: a state type, its initial state, its reactions by event type."""
+
+    def __init__(
+        self,
+        name: str,
+        state: type[S],
+        initial: Callable[[], S],
+        reactions: Sequence[Reaction[S]],
+    ) -> None:
+        types = [reaction.event_type for reaction in reactions]
+        if not reactions or len(set(types)) != len(types):
+            msg = f"process {name!r} needs reactions, one per event type, got {types}"
+            raise ConfigurationError(msg)
+        self.name = name
+        self.state_type = state
+        self.initial = initial
+        self._reactions = {reaction.event_type: reaction for reaction in reactions}
+        self._codec = JsonCodec(state, f"{name} process state")
+
+    def reaction_to(self, event: object) -> Reaction[S] | None:
+        """The reaction to ``event``'s type, if the process has one."""
+        return self._reactions.get(type(event))
+
+    @property
+    def event_types(self) -> tuple[type, ...]:
+        """The event types the process reacts to."""
+        return tuple(self._reactions)
+
+    def instance_id(self, key: object) -> str:
+        """The document key of the instance ``key`` correlates to."""
+        return f"{self.name}/{key}"
+
+    def encode(self, state: S) -> Any:
+        """``state`` as plain JSON data."""
+        return self._codec.to_jsonable(state)
+
+    def decode(self, data: Any) -> S:
+        """The state object plain JSON data describes."""
+        return self._codec.decode_python(data)  # type: ignore[no-any-return]
+
+    def state_of(self, instance: ProcessInstance) -> S:
+        """An instance's state as the typed object."""
+        return self.decode(instance.state)
+
+
+class ProcessRunner:
+    """Applies events to process managers: once each, one transaction per reaction."""
+
+    def __init__(
+        self,
+        source: DataSource,
+        mediator: Mediator,
+        processes: Iterable[ProcessManager[Any]],
+        *,
+        schedules: ScheduleWriter | None = None,
+    ) -> None:
+        """``schedules`` keeps the messages processes schedule (``schedule_store_for``)."""
+        self._source = source
+        self._mediator = mediator
+        self._processes = {process.name: process for process in processes}
+        self._schedules = schedules
+        # Shared by every runner of this storage in this process.
+        self._locks = _LOCKS.setdefault(source.storage, {})
+
+    @property
+    def event_types(self) -> set[type]:
+        """Every event type some process reacts to."""
+        return {t for process in self._processes.values() for t in process.event_types}
+
+    async def handle(
+        self,
+        event: object,
+        *,
+        event_id: UUID,
+        correlation_id: str | None = None,
+        actor: str | None = None,
+    ) -> None:
+        """Apply ``event`` to every process reacting to it (once per event id and process)."""
+        for process in self._processes.values():
+            reaction = process.reaction_to(event)
+            if reaction is not None:
+                incoming = _Incoming(event, event_id, correlation_id, actor)
+                await self._apply(process, reaction, incoming)
+
+    async def __call__(self, delivery: Delivery) -> None:
+        """A broker handler: decode the delivery's event and :meth:`handle` it."""
+        message = delivery.message
+        event = self._source.events.decode(message.type_name, message.schema_version, message.data)
+        await self.handle(
+            event,
+            event_id=message.event_id,
+            correlation_id=message.correlation_id or str(message.event_id),
+            actor=message.actor,
+        )
+
+    async def handle_scheduled(self, claimed: ClaimedMessage) -> None:
+        """A scheduler handler: the event a process scheduled for itself, now due."""
+        message = claimed.message
+        payload = json.loads(message.payload)
+        event = self._source.events.decode(message.name, payload["version"], payload["data"])
+        await self.handle(event, event_id=message.message_id)
+
+    async def get(self, process: str, key: object) -> ProcessInstance | None:
+        """The instance of ``process`` that ``key`` correlates to, or None."""
+        manager = self._known(process)
+        async with self._source.storage.transaction() as session:
+            record = await session.load_document(PROCESS_COLLECTION, manager.instance_id(key))
+        return None if record is None else _instance(record.data, record.version)
+
+    async def _apply(
+        self, process: ProcessManager[Any], reaction: Reaction[Any], incoming: _Incoming
+    ) -> None:
+        key = str(reaction.key(incoming.event))
+        instance_id = process.instance_id(key)
+        lock = self._locks.setdefault(instance_id, asyncio.Lock())
+        async with lock:  # one instance at a time within this process, too
+            for attempt in range(1, _CONFLICT_RETRIES + 1):
+                try:
+                    await self._react(process, reaction, incoming, key)
+                except ConcurrencyError:
+                    if attempt == _CONFLICT_RETRIES:
+                        raise
+                    # Another worker applied an event of this instance meanwhile: start
+                    # again from the state it committed.
+                    _log.info("process %s: %s moved meanwhile, reacting again", process.name, key)
+                    continue
+                return
+
+    async def _react(
+        self, process: ProcessManager[Any], reaction: Reaction[Any], incoming: _Incoming, key: str
+    ) -> None:
+        source, event, event_id = self._source, incoming.event, incoming.event_id
+        uow = UnitOfWork(
+            source.storage,
+            source.model,
+            source.events,
+            publish=source.publish,
+            clock=source.clock,
+            new_id=source.new_id,
+            correlation_id=incoming.correlation_id or str(event_id),
+            causation_id=str(event_id),
+            actor=incoming.actor,
+        )
+        async with uow:
+            session = await uow.session()
+            if not await session.mark_processed(event_id, f"process:{process.name}"):
+                await uow.rollback()
+                return  # applied before: a redelivery
+            instance_id = process.instance_id(key)
+            record = await session.load_document(PROCESS_COLLECTION, instance_id)
+            if record is None and not reaction.starts:
+                await uow.commit()  # nothing to correlate to: recorded as handled
+                return
+            instance = (
+                ProcessInstance(process.name, key, process.encode(process.initial()), False, 0, 0)
+                if record is None
+                else _instance(record.data, record.version)
+            )
+            if instance.completed:
+                await uow.commit()
+                return
+            # Rewriting the document first locks the instance until this transaction ends.
+            version = await session.save_document(
+                PROCESS_COLLECTION,
+                instance_id,
+                _encode(instance),
+                expected_version=instance.version,
+            )
+            context = ProcessContext(process.name, key, event_id, uow)
+            state = process.decode(instance.state)
+            changed = await reaction.react(state, event, context)
+            new_state = state if changed is None else changed
+            await self._send(process, context)
+            await self._write_schedules(process, key, context, session)
+            after = ProcessInstance(
+                process.name,
+                key,
+                process.encode(new_state),
+                context.completed,
+                instance.handled + 1,
+                version,
+            )
+            await session.save_document(
+                PROCESS_COLLECTION, instance_id, _encode(after), expected_version=version
+            )
+            await uow.commit()
+
+    async def _send(self, process: ProcessManager[Any], context: ProcessContext) -> None:
+        uow = context.unit_of_work
+        assert uow is not None  # the runner always gives one
+        for command in context.commands:
+            result = await self._mediator.send(
+                command,
+                correlation_id=uow.correlation_id,
+                causation_id=uow.causation_id,
+                actor=uow.actor,
+                unit_of_work=uow,
+            )
+            if not result.is_success:
+                raise ProcessCommandError(process.name, command, result.problem)
+
+    async def _write_schedules(
+        self, process: ProcessManager[Any], key: str, context: ProcessContext, session: Any
+    ) -> None:
+        if not (context.scheduled or context.cancelled):
+            return
+        if self._schedules is None:
+            msg = f"process {process.name} schedules messages: pass schedules= to the ProcessRunner"
+            raise ConfigurationError(msg)
+        prefix = f"{process.name}/{key}/"
+        messages: list[ScheduledMessage] = []
+        for label, event, due_at in context.scheduled:
+            encoded = self._source.events.encode(event)
+            payload = {"version": encoded.schema_version, "data": encoded.data}
+            messages.append(
+                scheduled_message(
+                    prefix + label,
+                    encoded.type_name,
+                    payload,
+                    due_at=due_at,
+                    key=process.instance_id(key),
+                )
+            )
+        if messages:
+            await self._schedules.schedule(session, messages, now=self._source.clock())
+        if context.cancelled:
+            ids = [prefix + label for label in context.cancelled]
+            await self._schedules.cancel(session, schedule_ids=ids)
+
+    def _known(self, name: str) -> ProcessManager[Any]:
+        try:
+            return self._processes[name]
+        except KeyError:
+            msg = f"process {name!r} is not registered with this runner"
+            raise ConfigurationError(msg) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Incoming:
+    """An event to apply, with what its unit of work carries on."""
+
+    event: object
+    event_id: UUID
+    correlation_id: str | None
+    actor: str | None
+
+
+def _encode(instance: ProcessInstance) -> str:
+    return json.dumps(
+        {
+            "process": instance.process,
+            "key": instance.key,
+            "state": instance.state,
+            "completed": instance.completed,
+            "handled": instance.handled,
+        }
+    )
+
+
+def _instance(data: str, version: int) -> ProcessInstance:
+    document = json.loads(data)
+    return ProcessInstance(
+        document["process"],
+        document["key"],
+        document["state"],
+        document["completed"],
+        document["handled"],
+        version,
+    )
