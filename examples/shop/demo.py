@@ -36,6 +36,7 @@ from .application import (
     UpgradeLoyalty,
 )
 from .bootstrap import Shop, bootstrap
+from .checkout import PAYMENT_WINDOW, checkout
 from .projection import order_summaries
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -145,6 +146,7 @@ async def run_demo(
         await _temporal(demo, cancelled_at)
         await _audit(demo)
         await _summary(demo)
+        await _checkout(demo)
     finally:
         await shop.close()
     return shop
@@ -317,3 +319,32 @@ async def _summary(demo: Demo) -> None:
     table.add_row("in-process handlers", "notifications sent", str(len(shop.notifications)))
     console.print(table)
     console.print(Panel("\n".join(shop.notifications), title="notifications (after commit only)"))
+
+
+async def _checkout(demo: Demo) -> None:
+    """The order saga: paid and in stock; paid but out of stock; never paid."""
+    demo.section("Checkout saga: order -> payment -> inventory -> confirmation")
+    desk = checkout(demo.shop, demo.clock, stock={"tea": 10, "pot": 1})
+    await demo.send(PlaceOrder("ada", [OrderItem("tea", 2)], "o-2001"), actor="ada")
+    await demo.send(PlaceOrder("grace", [OrderItem("pot", 3)], "o-2002"), actor="grace")
+    await demo.send(PlaceOrder("ada", [OrderItem("tea", 1)], "o-2003"), actor="ada")
+    demo.flush()
+    for order_id, items in (("o-2001", {"tea": 2}), ("o-2002", {"pot": 3}), ("o-2003", {"tea": 1})):
+        await desk.start(order_id, items)
+    await desk.payment_received("o-2001")  # in stock: confirmed
+    await desk.payment_received("o-2002")  # 3 pots, 1 in stock: the warehouse refuses
+    # Nobody pays for o-2003: once its 15 minutes are over, the scheduler fires the timeout.
+    demo.clock.tick(int(PAYMENT_WINDOW.total_seconds() // 60) + 1)
+    await desk.fire_due_timeouts()
+    table = Table("saga", "status", "order", "steps", "why", title="checkout sagas")
+    for order_id in ("o-2001", "o-2002", "o-2003"):
+        state = await desk.orchestrator.get(f"checkout-{order_id}")
+        order = await demo.shop.mediator.send(GetOrder(order_id))
+        assert state is not None
+        assert order.data is not None
+        steps = ", ".join(f"{e.step} {e.outcome}" for e in state.history)
+        why = state.last_error or ""
+        table.add_row(state.saga_id, str(state.status), order.data.status, steps, why)
+    demo.console.print(table)
+    done = [*desk.payments.log, *desk.warehouse.log, *desk.confirmations]
+    demo.console.print(Panel("\n".join(done), title="what the other contexts were asked"))

@@ -97,3 +97,25 @@ async def test_the_demo_runs_twice_in_a_row_from_a_fresh_state(database_url: str
         await run_demo(database_url, console=console)
     stored = rows(console.export_text(), "event store")
     assert ["event store", "stream Order-o-1001", "5"] in stored
+
+
+async def test_the_checkout_saga_confirms_a_paid_order_in_stock(output: str) -> None:
+    [row] = rows(output, "checkout-o-2001")
+    assert row[1:3] == ["completed", "placed"]
+    assert "email: order o-2001 confirmed" in output
+
+
+async def test_an_out_of_stock_order_is_refunded_and_cancelled_in_reverse_order(
+    output: str,
+) -> None:
+    [row] = rows(output, "checkout-o-2002")
+    assert row[1:3] == ["compensated", "cancelled"]
+    assert "out of stock: pot" in row[4]
+    assert "payment pay-o-2002 voided or refunded" in output
+
+
+async def test_an_unpaid_order_is_cancelled_when_its_payment_times_out(output: str) -> None:
+    [row] = rows(output, "checkout-o-2003")
+    assert row[1:3] == ["compensated", "cancelled"]
+    assert "timed out" in row[4]
+    assert "reserved {'tea': 1}" not in output
