@@ -11,7 +11,9 @@ What is cached
     (``fetch`` with :class:`~eventfold.application.readside.queries.QueryOptions`) are never cached.
 
 What bypasses the cache
-    Reads given a caller's unit of work: only the transaction knows what it sees (its own
+    A load that revealed anyone's personal data through a
+    :class:`~eventfold.ShreddingStorage` is served but not cached, so forgetting a person
+    leaves no copy of their data here. Reads given a caller's unit of work: only the transaction knows what it sees (its own
     uncommitted writes, and under snapshot isolation a snapshot older than the cache), so
     such a read goes to the inner dispatcher and fills nothing.
 
@@ -57,6 +59,7 @@ from pydantic.errors import PydanticSchemaGenerationError
 
 from eventfold.application.persistence.dispatcher import SupportsPersistence, UnitOfWork
 from eventfold.application.persistence.model import shape_of
+from eventfold.application.persistence.personal_data import watching_personal_data
 from eventfold.application.readside.queries import QueryOptions, SearchResult
 from eventfold.domain.aggregate import AggregateRoot
 from eventfold.errors import ConfigurationError, PersistenceError, SerializationError
@@ -284,8 +287,12 @@ class CachingPersistenceDispatcher(Generic[U]):
         fillable = {key: g for key, g in zip(wanted, fetched[0], strict=True) if g is not None}
         hits = self._hits(wanted, fetched[1], fillable, codec)
         missing = [value for key, value in wanted.items() if key not in hits]
-        loaded = await load(missing) if missing else []
-        await self._fill(kind, entity_type, loaded, fillable, codec)
+        with watching_personal_data() as revealed:
+            loaded = await load(missing) if missing else []
+        # A person's data decrypted by a ShreddingStorage is never copied to the cache,
+        # where forgetting them could not reach it: such a load is served uncached.
+        if not revealed():
+            await self._fill(kind, entity_type, loaded, fillable, codec)
         return _in_order(wanted, hits, loaded, codec)
 
     async def _lookup(

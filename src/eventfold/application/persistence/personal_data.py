@@ -25,8 +25,9 @@ import base64
 import json
 import types
 import typing
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
@@ -66,6 +67,7 @@ __all__ = [
     "PersonalDataCodec",
     "ShreddingStorage",
     "forget_subject",
+    "watching_personal_data",
 ]
 
 R = TypeVar("R", EventRecord, OutboxMessage)
@@ -77,6 +79,31 @@ FORGOTTEN_SNAPSHOT = "eventfold.forgotten"
 """The state type of a snapshot invalidated by :func:`forget_subject`: never read back."""
 
 _SEALED_PREFIX = "pd1:"  # prefix of an encrypted value; the version lets the format change later
+
+
+# -- who saw personal data ---------------------------------------------------------------
+
+_revealed: ContextVar[list[bool] | None] = ContextVar("eventfold_revealed", default=None)
+
+
+@contextmanager
+def watching_personal_data() -> Iterator[Callable[[], bool]]:
+    """Notes whether a :class:`ShreddingSession` revealed anyone's personal data in the block.
+
+    A cache uses it to keep no copy of a person's data, which a forget could not reach.
+    """
+    seen = [False]
+    token = _revealed.set(seen)
+    try:
+        yield lambda: seen[0]
+    finally:
+        _revealed.reset(token)
+
+
+def _note_revealed() -> None:
+    seen = _revealed.get()
+    if seen is not None:
+        seen[0] = True
 
 
 # -- subject keys --------------------------------------------------------------------------
@@ -276,8 +303,10 @@ class PersonalDataCodec:
         for payload, (index, event, fields) in zip(payloads, personal, strict=True):
             for field in fields:
                 subject = self._reveal_field(payload, field, found)
-                if subject is not None and seen is not None:
-                    seen.setdefault(event.stream_id, set()).add(subject)
+                if subject is not None:
+                    _note_revealed()
+                    if seen is not None:
+                        seen.setdefault(event.stream_id, set()).add(subject)
             data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
             revealed[index] = replace(event, data=data)
         return revealed
@@ -516,6 +545,7 @@ class ShreddingSession:
         opened = await self.codec.unseal(self.keys, snapshot.data)
         if opened is None:
             return None
+        _note_revealed()
         self._holds.setdefault(_stream(stream_id), set()).update(opened[1])
         return replace(snapshot, data=opened[0])
 
@@ -565,6 +595,7 @@ class ShreddingSession:
         opened = await self.codec.unseal(self.keys, document.data)
         if opened is None:
             return None
+        _note_revealed()
         self._holds.setdefault(_document(document.collection, document.key), set()).update(
             opened[1]
         )

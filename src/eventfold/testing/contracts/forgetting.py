@@ -15,9 +15,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from eventfold.adapters.memory.cache import create_memory_cache
+from eventfold.application.persistence.caching import CachingPersistenceDispatcher
+from eventfold.application.persistence.dispatcher import (
+    PersistenceDispatcher,
+    PersistenceRegistry,
+    register_aggregate,
+    unit_of_work_factories,
+)
 from eventfold.application.persistence.model import PersistenceModel
 from eventfold.application.persistence.personal_data import ShreddingStorage
-from eventfold.application.persistence.unit_of_work import DataSource
+from eventfold.application.persistence.unit_of_work import DataSource, DataSources, UnitOfWork
 from eventfold.application.readside.projections import (
     Projection,
     ProjectionContext,
@@ -248,6 +256,25 @@ class ForgettingContract:
             assert await uow.state_stored(Visitor).get("v-1") is None
             assert (await uow.state_stored(Visitor).get_required("v-2")).name == "Grace"
         assert "Ada" not in await _raw_document(storage, "Visitor", "v-1")
+
+    # -- the cache -------------------------------------------------------------------------
+
+    async def test_a_cached_aggregate_never_serves_a_forgotten_persons_data(
+        self, storage: Storage, cipher: Cipher
+    ) -> None:
+        shredding = self.shredding(storage, cipher)
+        source = self.source(shredding)
+        registry: PersistenceRegistry[UnitOfWork] = PersistenceRegistry()
+        register_aggregate(registry, Patient, source="clinic")
+        dispatcher = PersistenceDispatcher(registry, unit_of_work_factories(DataSources(source)))
+        cached = CachingPersistenceDispatcher(dispatcher, create_memory_cache())
+        await self.register(source, "p-1", "Ada")
+        [before] = await cached.fetch_domain(Patient, ["p-1"])
+
+        await shredding.forget("p-1")
+
+        [after] = await cached.fetch_domain(Patient, ["p-1"])
+        assert (before.state.name, after.state.name) == ("Ada", "[forgotten]")
 
     # -- read models and other services -----------------------------------------------------
 
