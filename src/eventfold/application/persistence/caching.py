@@ -13,9 +13,10 @@ What is cached
 What bypasses the cache
     A load that revealed anyone's personal data through a
     :class:`~eventfold.ShreddingStorage` is served but not cached, so forgetting a person
-    leaves no copy of their data here. Reads given a caller's unit of work: only the transaction knows what it sees (its own
-    uncommitted writes, and under snapshot isolation a snapshot older than the cache), so
-    such a read goes to the inner dispatcher and fills nothing.
+    leaves no copy of their data here. Reads given a caller's unit of work: only the
+    transaction knows what it sees (its own uncommitted writes, and under snapshot
+    isolation a snapshot older than the cache), so such a read goes to the inner
+    dispatcher and fills nothing.
 
 Freshness guarantee
     Every (type, id) has a generation counter in the cache; an entry is stored with the

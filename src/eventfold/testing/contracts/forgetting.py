@@ -266,8 +266,12 @@ class ForgettingContract:
         source = self.source(shredding)
         registry: PersistenceRegistry[UnitOfWork] = PersistenceRegistry()
         register_aggregate(registry, Patient, source="clinic")
-        dispatcher = PersistenceDispatcher(registry, unit_of_work_factories(DataSources(source)))
-        cached = CachingPersistenceDispatcher(dispatcher, create_memory_cache())
+        dispatcher: PersistenceDispatcher[UnitOfWork] = PersistenceDispatcher(
+            registry, unit_of_work_factories(DataSources(source))
+        )
+        cached: CachingPersistenceDispatcher[UnitOfWork] = CachingPersistenceDispatcher(
+            dispatcher, create_memory_cache()
+        )
         await self.register(source, "p-1", "Ada")
         [before] = await cached.fetch_domain(Patient, ["p-1"])
 
