@@ -36,11 +36,11 @@ async def summaries_of(client: httpx.AsyncClient, count: int) -> None:
     transaction, so the catch-up after a request may stop short of its own events.
     """
     try:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(30):
             while (await client.get("/orders")).json()["total"] != count:  # noqa: ASYNC110 - polls the API
                 await asyncio.sleep(0.05)
     except TimeoutError:
-        raise AssertionError(f"the order summaries did not show {count} orders in 10 s") from None
+        raise AssertionError(f"the order summaries did not show {count} orders in 30 s") from None
 
 
 async def place(client: httpx.AsyncClient, order_id: str, items: list[tuple[str, int]]) -> None:
