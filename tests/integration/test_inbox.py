@@ -8,13 +8,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
+import sqlalchemy as sa
 
 from eventfold import DataSource, EventRegistry, PersistenceModel, event_type
 from eventfold.adapters.memory import MemoryBroker
+from eventfold.adapters.postgres import create_postgres_storage
 from eventfold.application.messaging.inbox import IdempotentConsumer, InboxContext, purge_inbox
+from eventfold.errors import StoreUnavailableError
 from eventfold.ports import BrokerMessage, Delivery, Storage
 from eventfold.testing.contracts.broker import Inbox
+from tests.conftest import POSTGRES_DSN
+from tests.support.tcp_proxy import TcpProxy
 
 
 @event_type("ThingCounted", version=2)
@@ -140,3 +146,50 @@ async def test_purge_forgets_entries_processed_before_the_cutoff(any_storage: St
     # Forgotten means applied again: purge only past the broker's redelivery window.
     await handle(_delivery(message, attempt=2))
     assert await total(any_storage, "totals") == 4
+
+
+# -- database outages on PostgreSQL: what a consumer sees, so it can wait them out -------
+
+
+async def test_a_delivery_while_the_database_is_cut_off_raises_store_unavailable(
+    postgres_storage: Storage,
+) -> None:
+    schema = postgres_storage.schema  # type: ignore[attr-defined]
+    async with TcpProxy("127.0.0.1", 5432) as proxy:
+        storage = create_postgres_storage(
+            f"postgresql://postgres@127.0.0.1:{proxy.port}/test", schema=schema
+        )
+        try:
+            handle = consumer(storage, "totals")
+            await handle(_delivery(_message(1)))
+            await proxy.cut()
+            message = _message(5)
+            with pytest.raises(StoreUnavailableError):
+                await handle(_delivery(message))
+            await proxy.restore()
+            await handle(_delivery(message, attempt=2))
+        finally:
+            await storage.close()
+    assert await total(postgres_storage, "totals") == 6
+
+
+async def test_a_database_connection_killed_mid_handler_raises_store_unavailable(
+    postgres_storage: Storage,
+) -> None:
+    async def killed(event: ThingCounted, context: InboxContext) -> None:
+        session = await context.session()
+        await session.save_document("totals", "killed", "{}", expected_version=0)
+        rows = await session.execute_sql(sa.text("SELECT pg_backend_pid() AS pid"))  # type: ignore[attr-defined]
+        connection = await asyncpg.connect(POSTGRES_DSN)
+        try:
+            await connection.execute("SELECT pg_terminate_backend($1)", rows[0]["pid"])
+        finally:
+            await connection.close()
+        await session.load_document("totals", "killed")
+
+    source = DataSource("main", postgres_storage, PersistenceModel(), _registry())
+    handle = IdempotentConsumer(source, "killed", killed)
+    with pytest.raises(StoreUnavailableError):
+        await handle(_delivery(_message(1)))
+    async with postgres_storage.transaction() as session:
+        assert await session.load_document("totals", "killed") is None
