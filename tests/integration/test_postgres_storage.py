@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 from eventfold.adapters.postgres import PostgresStorage, create_postgres_storage
+from eventfold.adapters.sql.schema import metadata as eventfold_tables
 from eventfold.errors import (
     ConcurrencyError,
     PersistenceError,
@@ -98,14 +99,7 @@ async def test_create_schema_puts_the_tables_in_the_storages_schema(
         )
     finally:
         await connection.close()
-    assert {row["table_name"] for row in tables} == {
-        "eventfold_events",
-        "eventfold_snapshots",
-        "eventfold_documents",
-        "eventfold_outbox",
-        "eventfold_checkpoints",
-        "eventfold_inbox",
-    }
+    assert {row["table_name"] for row in tables} == {t.name for t in eventfold_tables.sorted_tables}
 
 
 async def test_processes_creating_the_schema_at_once_all_succeed(
