@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -89,6 +91,23 @@ def test_a_cursor_from_another_ordering_is_refused() -> None:
 def test_a_forged_cursor_is_refused() -> None:
     with pytest.raises(QueryError):
         ids(QueryOptions(after="bm90IGEgY3Vyc29y"))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"decimal": "not a number"}, {"datetime": "yesterday"}, 2**64, "a\u0000b", {"n": 1}],
+)
+def test_a_cursor_holding_a_value_no_query_produced_is_refused(value: object) -> None:
+    token = base64.urlsafe_b64encode(json.dumps({"o": ["score"], "v": [value, "a"]}).encode())
+    with pytest.raises(QueryError):
+        ids(QueryOptions(order_by=("score",), after=token.decode()))
+
+
+@pytest.mark.parametrize("limit", [-1, 2**64, "5", True])
+def test_a_limit_that_is_not_a_count_a_database_takes_is_refused(limit: object) -> None:
+    with pytest.raises(InvalidValueError) as raised:
+        QueryOptions(limit=limit)  # type: ignore[arg-type]
+    assert raised.value.field == "limit"
 
 
 def test_ordering_by_an_undeclared_field_is_refused() -> None:

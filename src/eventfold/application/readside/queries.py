@@ -24,6 +24,7 @@ from typing import Any, Generic, Self, TypeVar, get_origin
 
 from eventfold.domain.errors import InvalidValueError, QueryError
 from eventfold.domain.specification import FieldSet, Specification, resolve_field
+from eventfold.domain.storable import check_value
 
 __all__ = [
     "Page",
@@ -67,10 +68,9 @@ class QueryOptions:
     include_total: bool = False
 
     def __post_init__(self) -> None:
-        if self.limit is not None and (isinstance(self.limit, bool) or self.limit < 0):
-            raise InvalidValueError("limit", self.limit, "must be a non-negative integer")
-        if isinstance(self.offset, bool) or self.offset < 0:
-            raise InvalidValueError("offset", self.offset, "must be a non-negative integer")
+        if self.limit is not None:
+            _check_count("limit", self.limit)
+        _check_count("offset", self.offset)
         object.__setattr__(self, "order_by", tuple(self.order_by))
         self.sort_keys()  # reject malformed ordering strings when the options are made
 
@@ -107,6 +107,12 @@ class QueryOptions:
                 raise QueryError(f"cannot order by list field {key.field!r}")
         if self.after is not None:
             decode_cursor(self, fields)
+
+
+def _check_count(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidValueError(name, value, "must be a non-negative integer")
+    check_value(name, value)  # a database takes 64 bits at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +275,10 @@ def decode_cursor(options: QueryOptions, fields: FieldSet | None = None) -> tupl
         body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         values = tuple(_decode_value(value) for value in body["v"])
         ordering = tuple(body["o"])
-    except (ValueError, TypeError, KeyError, binascii.Error):
+        for value in values:
+            check_value("after", value)
+    except (ValueError, TypeError, KeyError, ArithmeticError, binascii.Error, QueryError):
+        # ArithmeticError: decimal.InvalidOperation; QueryError: a value no store holds.
         raise QueryError("the cursor is not one this query produced") from None
     if ordering != options.order_by or len(values) <= len(ordering):
         raise QueryError("the cursor belongs to a different ordering")
