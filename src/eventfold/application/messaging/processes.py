@@ -6,7 +6,8 @@ the instance's state, the event and a :class:`ProcessContext`. The reaction retu
 new state and, through the context, sends commands through the mediator, schedules
 messages for later (a timeout is an event delivered back to the process when due) and
 cancels them. A :class:`ProcessRunner` applies an event to every process that reacts
-to it, each in ONE transaction:
+to it (as a broker subscription's handler, from the global log with
+:meth:`ProcessRunner.follow_log`, or from the scheduler), each in ONE transaction:
 
 - the inbox row ``(event id, "process:<name>")``: an event delivered twice is applied
   once;
@@ -45,6 +46,7 @@ from eventfold.application.persistence.unit_of_work import DataSource, UnitOfWor
 from eventfold.domain.errors import ConfigurationError
 from eventfold.errors import ConcurrencyError, EventfoldError
 from eventfold.ports.broker import Delivery
+from eventfold.ports.records import LOG_START
 from eventfold.ports.scheduling import ClaimedMessage, ScheduledMessage, ScheduleWriter
 from eventfold.ports.storage import Storage
 from eventfold.serialization import JsonCodec
@@ -249,6 +251,35 @@ class ProcessRunner:
         payload = json.loads(message.payload)
         event = self._source.events.decode(message.name, payload["version"], payload["data"])
         await self.handle(event, event_id=message.message_id)
+
+    async def follow_log(self, *, name: str = "processes", batch_size: int = 100) -> int:
+        """Apply the events of the global log past this runner's checkpoint; how many.
+
+        For processes fed from the event log rather than a broker: the reactions'
+        inbox rows make a re-read harmless, so the checkpoint (``name``) is saved after
+        each batch was applied. Call it in a loop (or after commits) to keep up.
+        """
+        types = {self._source.events.name_of(t) for t in self.event_types}
+        applied = 0
+        while True:
+            async with self._source.storage.transaction() as session:
+                after = await session.load_checkpoint(name) or LOG_START
+                stored = await session.read_log(after=after, limit=batch_size, types=types)
+            for record in stored:
+                event = self._source.events.decode(
+                    record.type_name, record.schema_version, record.data
+                )
+                await self.handle(
+                    event,
+                    event_id=record.event_id,
+                    correlation_id=record.correlation_id or str(record.event_id),
+                    actor=record.actor,
+                )
+            if not stored:
+                return applied
+            async with self._source.storage.transaction() as session:
+                await session.save_checkpoint(name, stored[-1].log_position)
+            applied += len(stored)
 
     async def get(self, process: str, key: object) -> ProcessInstance | None:
         """The instance of ``process`` that ``key`` correlates to, or None."""

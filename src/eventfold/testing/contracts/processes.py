@@ -36,6 +36,7 @@ from eventfold.application.persistence.unit_of_work import (
     UnitOfWork,
 )
 from eventfold.domain.events import event_type
+from eventfold.ports.records import EventRecord
 from eventfold.ports.storage import Storage
 from eventfold.serialization import EventRegistry
 
@@ -292,3 +293,25 @@ class ProcessManagerContract:
         assert most[0] == 1
         assert sorted(instance.state["events"]) == sorted(e.order_id for e in events)
         assert instance.handled == len(events)
+
+    async def test_a_process_fed_from_the_log_applies_each_event_once(
+        self, storage: Storage
+    ) -> None:
+        runner = self.runner(storage)
+        registry = EventRegistry([OrderPlaced, PaymentReceived, PaymentTimedOut])
+        records = []
+        for event in (OrderPlaced("o-1", 30), PaymentReceived("o-1")):
+            encoded = registry.encode(event)
+            records.append(
+                EventRecord(
+                    uuid.uuid4(), encoded.type_name, encoded.schema_version, encoded.data, T0
+                )
+            )
+        async with storage.transaction() as session:
+            await session.append("order-o-1", records, expected_version=0)
+        assert await runner.follow_log() == 2
+        assert await runner.follow_log() == 0  # past its checkpoint
+        instance = await runner.get("fulfilment", "o-1")
+        assert instance is not None
+        assert (instance.state["status"], instance.handled) == ("shipped", 2)
+        assert await self.commands(storage) == ["RequestPayment-o-1", "ShipOrder-o-1"]
