@@ -312,22 +312,7 @@ class NatsBroker:
     async def read_dead_letters(self, group: str, *, limit: int = 100) -> list[DeadLetter]:
         """Up to ``limit`` dead letters of ``group``, oldest first."""
         js = await self._jetstream()
-        letters: list[DeadLetter] = []
-        sequence = 1
-        with _translated("read dead letters"):
-            while len(letters) < limit:
-                try:
-                    raw = await js.get_msg(
-                        self._layout.dead_stream,
-                        seq=sequence,
-                        subject=self._layout.dead_subject(group),
-                        next=True,
-                    )
-                except nats.js.errors.NotFoundError:
-                    break
-                letters.append(_dead_letter(raw, group))
-                sequence = (raw.seq or sequence) + 1
-        return letters
+        return [_dead_letter(raw, group) for raw in await self._dead(js, group, None, limit)]
 
     async def requeue_dead_letters(
         self, group: str, *, event_ids: Collection[UUID] | None = None
@@ -358,14 +343,18 @@ class NatsBroker:
         return len(letters)
 
     async def _dead(
-        self, js: JetStreamContext, group: str, event_ids: Collection[UUID] | None
+        self,
+        js: JetStreamContext,
+        group: str,
+        event_ids: Collection[UUID] | None,
+        limit: int | None = None,
     ) -> list[nats.js.api.RawStreamMsg]:
         """The dead letters of ``group`` (those of ``event_ids``, or all), oldest first."""
         chosen = None if event_ids is None else {str(event_id) for event_id in event_ids}
         found: list[nats.js.api.RawStreamMsg] = []
         sequence = 1
         with _translated("read dead letters"):
-            while True:
+            while limit is None or len(found) < limit:
                 try:
                     raw = await js.get_msg(
                         self._layout.dead_stream,
@@ -378,6 +367,7 @@ class NatsBroker:
                 if chosen is None or (raw.headers or {}).get(_EVENT_ID) in chosen:
                     found.append(raw)
                 sequence = (raw.seq or sequence) + 1
+        return found
 
     async def close(self) -> None:
         """Stop every subscription and close the publishing connection."""
