@@ -348,3 +348,4 @@ async def _checkout(demo: Demo) -> None:
     demo.console.print(table)
     done = [*desk.payments.log, *desk.warehouse.log, *desk.confirmations]
     demo.console.print(Panel("\n".join(done), title="what the other contexts were asked"))
+    await demo.shop.catch_up()  # the read model follows the checkouts' orders too

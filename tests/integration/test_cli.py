@@ -90,7 +90,7 @@ def test_projections_status_shows_checkpoint_and_lag(shop_url: str) -> None:
     code, output = invoke("projections", "status", "--database-url", shop_url)
     assert code == 0
     assert "order-summaries" in output
-    assert "position 11" in output
+    assert "position 22" in output
 
 
 def test_projections_rebuild_replays_the_log_through_the_application(shop_url: str) -> None:
@@ -98,7 +98,7 @@ def test_projections_rebuild_replays_the_log_through_the_application(shop_url: s
         "projections", "rebuild", "order-summaries", "--database-url", shop_url, "--app", SHOP
     )
     assert code == 0, output
-    assert "rebuilt order-summaries: 11 events replayed" in output
+    assert "rebuilt order-summaries: 22 events replayed" in output
 
 
 def test_rebuilding_after_db_init_creates_the_read_model_tables(database_url: str) -> None:
@@ -202,12 +202,12 @@ def test_projections_status_json_has_the_checkpoint_and_lag(shop_url: str) -> No
         {
             "name": "order-summaries",
             "state": "caught up",
-            "position": 11,
+            "position": 22,
             "events_behind": 0,
             "not_yet_readable": 0,
             "seconds_behind": 0.0,
-            "readable_head": 11,
-            "committed_head": 11,
+            "readable_head": 22,
+            "committed_head": 22,
             "blocker": None,
             "parked": None,
         }
@@ -281,8 +281,8 @@ def test_projections_retry_applies_the_events_after_the_checkpoint(shop_url: str
         "projections", "retry", "order-summaries", "--database-url", shop_url, "--app", SHOP
     )
     assert code == 0, output
-    assert "11 events applied" in output
-    assert checkpoint(shop_url) == 11
+    assert "22 events applied" in output
+    assert checkpoint(shop_url) == 22
 
 
 # -- snapshots -------------------------------------------------------------------------------
