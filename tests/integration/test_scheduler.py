@@ -163,3 +163,21 @@ async def test_a_message_fires_again_after_the_scheduler_was_killed_and_has_one_
     assert deliveries == [2]  # delivered again: at least once
     assert await effects(storage, "order-1/payment-timeout") == 1  # applied once
     assert await store.pending() == []
+
+
+async def test_a_running_scheduler_fires_what_becomes_due_and_stops_when_asked(
+    storage: Storage,
+) -> None:
+    fired = asyncio.Event()
+
+    async def handler(claimed: ClaimedMessage) -> None:
+        fired.set()
+
+    scheduler = Scheduler(schedule_store_for(storage), handler, poll_interval=0.05)
+    running = asyncio.create_task(scheduler.run())
+    await schedule(storage, "s-1", datetime.now(UTC))
+    async with asyncio.timeout(WAIT):
+        await fired.wait()
+        await scheduler.stop()
+        await running
+    assert await schedule_store_for(storage).pending() == []

@@ -70,7 +70,10 @@ PROCESS_COLLECTION = "eventfold.processes"
 """The document collection process instances are kept in."""
 
 _CONFLICT_RETRIES = 10
-_LOCKS: weakref.WeakKeyDictionary[Storage, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
+# Per storage, per instance: a lock and how many reactions hold or wait for it.
+_LOCKS: weakref.WeakKeyDictionary[Storage, dict[str, tuple[asyncio.Lock, int]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class ProcessCommandError(EventfoldError):
@@ -293,19 +296,32 @@ class ProcessRunner:
     ) -> None:
         key = str(reaction.key(incoming.event))
         instance_id = process.instance_id(key)
-        lock = self._locks.setdefault(instance_id, asyncio.Lock())
-        async with lock:  # one instance at a time within this process, too
-            for attempt in range(1, _CONFLICT_RETRIES + 1):
-                try:
-                    await self._react(process, reaction, incoming, key)
-                except ConcurrencyError:
-                    if attempt == _CONFLICT_RETRIES:
-                        raise
-                    # Another worker applied an event of this instance meanwhile: start
-                    # again from the state it committed.
-                    _log.info("process %s: %s moved meanwhile, reacting again", process.name, key)
-                    continue
-                return
+        lock, users = self._locks.get(instance_id, (asyncio.Lock(), 0))
+        self._locks[instance_id] = (lock, users + 1)
+        try:
+            async with lock:  # one instance at a time within this process, too
+                await self._react_until_settled(process, reaction, incoming, key)
+        finally:
+            lock, users = self._locks[instance_id]
+            if users == 1:  # the last one out forgets the lock: the map stays small
+                del self._locks[instance_id]
+            else:
+                self._locks[instance_id] = (lock, users - 1)
+
+    async def _react_until_settled(
+        self, process: ProcessManager[Any], reaction: Reaction[Any], incoming: _Incoming, key: str
+    ) -> None:
+        for attempt in range(1, _CONFLICT_RETRIES + 1):
+            try:
+                await self._react(process, reaction, incoming, key)
+            except ConcurrencyError:
+                if attempt == _CONFLICT_RETRIES:
+                    raise
+                # Another worker applied an event of this instance meanwhile: start again
+                # from the state it committed.
+                _log.info("process %s: %s moved meanwhile, reacting again", process.name, key)
+                continue
+            return
 
     async def _react(
         self, process: ProcessManager[Any], reaction: Reaction[Any], incoming: _Incoming, key: str

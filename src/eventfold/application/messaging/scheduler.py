@@ -102,8 +102,6 @@ class Scheduler:
         self._clock = clock
         self.owner = owner or f"scheduler-{uuid.uuid4().hex[:12]}"
         self._stopping = asyncio.Event()
-        self._delivering = False
-        self._task: asyncio.Task[None] | None = None
 
     async def fire_due(self) -> int:
         """Claim one batch of due messages and deliver it; how many were claimed."""
@@ -117,7 +115,6 @@ class Scheduler:
 
     async def run(self) -> None:
         """Fire due messages until :meth:`stop`; an unreachable database is waited out."""
-        self._task = asyncio.current_task()
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(StoreUnavailableError),
             wait=wait_exponential(multiplier=0.1, max=10),
