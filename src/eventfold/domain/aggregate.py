@@ -109,7 +109,8 @@ class AggregateRoot(Entity[TKey], Generic[TState, TKey]):
         """Apply an event to the state and keep it as uncommitted."""
         self._apply(event)
         self._pending_events.append(event)
-        self._version += 1
+        # Past the attribute guard: _version is the aggregate's own (the hot path).
+        object.__setattr__(self, "_version", self._version + 1)
 
     def register_event(self, event: object) -> None:
         """Refuse: ``record(event)`` applies and records; a separate apply would run twice."""
