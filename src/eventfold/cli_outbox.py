@@ -28,7 +28,7 @@ from rich.table import Table
 
 from eventfold.adapters.url import SUPPORTED_URLS, storage_from_url
 from eventfold.application.messaging.outbox import OutboxRelay, RetryPolicy
-from eventfold.cli._common import fail
+from eventfold.cli._common import JsonOption, fail, print_rows
 from eventfold.cli._common import run as _run
 from eventfold.errors import ConfigurationError, EventfoldError
 from eventfold.ports import MessageBroker, OutboxEntry, OutboxRelayStore, Storage
@@ -251,11 +251,16 @@ def _without_password(url: str) -> str:
 
 
 @app.command("status")
-def status(database_url: DatabaseUrl) -> None:
+def status(database_url: DatabaseUrl, as_json: JsonOption = False) -> None:
     """Backlog, age of the oldest unpublished row, dead letters."""
     stats = _run(lambda: _with_store(database_url, lambda store: store.outbox_stats()))
     oldest = stats.oldest_unpublished_at
-    age = "-" if oldest is None else f"{(datetime.now(UTC) - oldest).total_seconds():.1f}s"
+    seconds = None if oldest is None else (datetime.now(UTC) - oldest).total_seconds()
+    if as_json:
+        row = {"backlog": stats.backlog, "oldest_unpublished_seconds": seconds, "dead": stats.dead}
+        print_rows([row], list(row), as_json=True)
+        return
+    age = "-" if seconds is None else f"{seconds:.1f}s"
     table = Table("backlog", "oldest unpublished", "dead letters")
     table.add_row(str(stats.backlog), age, str(stats.dead))
     out.print(table)
@@ -266,6 +271,7 @@ def dead_letters(
     database_url: DatabaseUrl,
     entry_id: Annotated[int | None, typer.Argument(help="Show this row in full.")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: JsonOption = False,
 ) -> None:
     """List dead rows, or show one in full."""
     if entry_id is not None:
@@ -276,6 +282,9 @@ def dead_letters(
         out.print_json(json.dumps(_describe(entry)))
         return
     entries = _run(lambda: _with_store(database_url, lambda store: store.read_dead(limit=limit)))
+    if as_json:
+        print_rows([_describe(e) for e in entries], [], as_json=True)
+        return
     table = Table("id", "type", "aggregate", "attempts", "last error")
     for e in entries:
         aggregate = f"{e.message.aggregate_type}/{e.message.aggregate_id}"

@@ -386,3 +386,20 @@ async def test_run_reports_the_rows_relayed_the_backlog_and_dead_letters_periodi
     assert caplog.records[0].getMessage() == (
         "outbox relay: 2 row(s) relayed in the last 0.05s (2 in all); backlog 1, dead letters 0"
     )
+
+
+def test_status_json_has_the_backlog_and_the_dead_rows(database_url: str) -> None:
+    add_rows(database_url, "a-1", "a-2")
+    kill_rows(database_url, 1, "refused")
+    code, output = invoke("outbox", "status", "--database-url", database_url, "--json")
+    assert code == 0, output
+    ((row),) = json.loads(output)
+    assert (row["backlog"], row["dead"]) == (1, 1)
+
+
+def test_dead_letters_json_lists_each_dead_row_with_its_error(database_url: str) -> None:
+    add_rows(database_url, "a-1", "a-2")
+    (dead,) = kill_rows(database_url, 1, "no route")
+    code, output = invoke("outbox", "dead-letters", "--database-url", database_url, "--json")
+    assert code == 0, output
+    assert [(r["id"], r["last_error"]) for r in json.loads(output)] == [(dead, "no route")]
