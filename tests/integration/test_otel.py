@@ -25,15 +25,22 @@ from opentelemetry.trace import StatusCode
 from rich.console import Console
 
 from eventfold import DataSource, IdempotentConsumer, OutboxRelay
+from eventfold.adapters.postgres import create_postgres_storage
 from eventfold.adapters.rabbitmq import create_rabbitmq_broker
 from eventfold.application.messaging.outbox import RetryPolicy
 from eventfold.application.messaging.sagas import Saga, SagaOrchestrator, SagaStatus
 from eventfold.cli_outbox import relay_store_for
-from eventfold.integrations.otel import instrument, uninstrument
+from eventfold.integrations.otel import instrument, observe_pools, uninstrument
 from eventfold.ports import BrokerMessage, Delivery
 from eventfold.ports.telemetry import active_telemetry
 from eventfold.testing.sagas import StepRecorder
-from tests.conftest import RABBITMQ_URL, require_service, unique_name
+from tests.conftest import (
+    POSTGRES_DSN,
+    RABBITMQ_URL,
+    drop_schema,
+    require_service,
+    unique_name,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,6 +56,7 @@ class Telemetry:
     def __init__(self) -> None:
         self.spans = InMemorySpanExporter()
         self.metrics = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.metrics])
 
     def finished(self, name: str) -> list[ReadableSpan]:
         return [s for s in self.spans.get_finished_spans() if s.name == name]
@@ -75,11 +83,10 @@ def telemetry() -> Iterator[Telemetry]:
     caught = Telemetry()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(caught.spans))
-    meter_provider = MeterProvider(metric_readers=[caught.metrics])
-    instrument(tracer_provider, meter_provider)
+    instrument(tracer_provider, caught.meter_provider)
     yield caught
     uninstrument()
-    meter_provider.shutdown()
+    caught.meter_provider.shutdown()
 
 
 @pytest.fixture
@@ -245,3 +252,22 @@ async def test_saga_steps_and_compensations_make_spans_with_the_state_they_led_t
     failed = telemetry.one("saga checkout step charge")
     assert failed.status.status_code is StatusCode.ERROR
     assert failed.attributes["eventfold.saga.status"] == "compensating"
+
+
+async def test_pool_usage_is_reported_for_the_storages_observed(telemetry: Telemetry) -> None:
+    require_service("postgres")
+    schema = unique_name("otel_pool")
+    storage = create_postgres_storage(POSTGRES_DSN, schema=schema, max_size=4)
+    try:
+        await storage.create_schema()
+        observe_pools([storage], meter_provider=telemetry.meter_provider)
+        async with storage.transaction():
+            points = {
+                p.attributes["state"]: p.value
+                for p in telemetry.points("eventfold.pool.connections")
+            }
+        assert points["used"] == 1
+        assert points["max"] == 4
+    finally:
+        await storage.close()
+        await drop_schema(schema)
