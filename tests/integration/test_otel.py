@@ -27,11 +27,12 @@ from rich.console import Console
 from eventfold import DataSource, IdempotentConsumer, OutboxRelay
 from eventfold.adapters.postgres import create_postgres_storage
 from eventfold.adapters.rabbitmq import create_rabbitmq_broker
+from eventfold.adapters.url import storage_from_url
 from eventfold.application.messaging.outbox import RetryPolicy
 from eventfold.application.messaging.sagas import Saga, SagaOrchestrator, SagaStatus
 from eventfold.cli_outbox import relay_store_for
 from eventfold.integrations.otel import instrument, observe_pools, uninstrument
-from eventfold.ports import BrokerMessage, Delivery
+from eventfold.ports import LOG_START, BrokerMessage, Delivery
 from eventfold.ports.telemetry import active_telemetry
 from eventfold.testing.sagas import StepRecorder
 from tests.conftest import (
@@ -163,9 +164,16 @@ async def test_command_duration_is_measured_by_type_and_outcome(
 async def test_a_projection_batch_makes_a_span_and_measures_the_lag(
     telemetry: Telemetry, tmp_path: Path
 ) -> None:
-    await run_demo(f"sqlite:///{tmp_path / 'demo.db'}", console=Console(file=io.StringIO()))
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    await run_demo(url, console=Console(file=io.StringIO()))
+    storage = storage_from_url(url)
+    try:
+        async with storage.transaction() as session:
+            logged = await session.count_after(LOG_START)
+    finally:
+        await storage.close()
     batches = telemetry.finished("project order-summaries")
-    assert sum(span.attributes["eventfold.projection.events"] for span in batches) == 11
+    assert sum(span.attributes["eventfold.projection.events"] for span in batches) == logged
     (lag,) = telemetry.points("eventfold.projection.lag")
     assert lag.attributes == {"eventfold.projection": "order-summaries"}
 
