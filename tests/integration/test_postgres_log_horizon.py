@@ -401,3 +401,21 @@ async def append_deposits(storage: PostgresStorage, registry: EventRegistry, cou
         records[-1] = replace(records[-1], type_name=encoded.type_name, data=encoded.data)
     async with storage.transaction() as session:
         await session.append("account-a", records, expected_version=StreamState.ANY)
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"),
+    [(1, 0), (3, 0), (2, StreamState.ANY)],
+    ids=["one event", "a batch", "any version"],
+)
+async def test_a_transaction_tells_the_log_position_that_makes_its_events_readable(
+    storage: PostgresStorage, count: int, expected: int | StreamState
+) -> None:
+    async with storage.transaction() as session:
+        assert session.readable_at is None
+        await session.append(
+            "told", [event_record() for _ in range(count)], expected_version=expected
+        )
+        told = session.readable_at
+    last = (await read_log_eventually(storage, count))[-1]
+    assert told == last.log_position

@@ -69,6 +69,20 @@ class TakeNoteHandler:
         return OperationResult.ok(None)
 
 
+@dataclass(frozen=True)
+class CountNotes:
+    pass
+
+
+class CountNotesHandler:
+    def __init__(self, context: RequestContext) -> None:
+        self.uow = UnitOfWork.of(context)
+
+    async def handle(self, request: CountNotes, /) -> OperationResult[Any]:
+        session = await self.uow.session()
+        return OperationResult.ok(await session.stream_version("Note-n-1"))
+
+
 class NoteTexts(Projection):
     name: ClassVar[str] = "note-texts"
 
@@ -109,6 +123,7 @@ def notes_mediator(storage: PostgresStorage, timeout: float) -> tuple[Mediator, 
         [kept, CatchUpBehavior(runner, timeout=timeout), TransactionBehavior(source.unit_of_work)]
     )
     mediator.register(TakeNote, TakeNoteHandler)
+    mediator.register(CountNotes, CountNotesHandler)
     return mediator, kept
 
 
@@ -178,6 +193,34 @@ async def test_a_catch_up_held_back_by_an_open_writer_returns_at_its_timeout_nam
     assert (outcome.complete, outcome.timed_out) == (False, ("note-texts",))
     assert outcome.blocker is not None
     assert outcome.blocker.pid is not None
+
+
+async def test_a_request_that_appends_nothing_waits_for_no_open_writer(
+    postgres_storage: PostgresStorage,
+) -> None:
+    storage = postgres_storage
+    mediator, kept = notes_mediator(storage, timeout=5.0)
+    assert (await mediator.send(TakeNote("n-1", "first"))).is_success
+    has_id, may_end = asyncio.Event(), asyncio.Event()
+
+    async def open_writer() -> None:
+        async with storage.transaction() as session:
+            await session.save_document("other", "o-1", "{}", expected_version=0)
+            has_id.set()
+            await may_end.wait()
+
+    writer = asyncio.create_task(open_writer())
+    await has_id.wait()
+    try:
+        result = await mediator.send(CountNotes())
+        outcome = kept.last_outcome()
+    finally:
+        may_end.set()
+        await writer
+
+    assert result.unwrap() == 1
+    assert outcome is not None
+    assert (outcome.target, outcome.complete) == (None, True)
 
 
 def test_a_negative_catch_up_timeout_is_refused_by_name(postgres_storage: PostgresStorage) -> None:

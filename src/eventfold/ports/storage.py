@@ -68,6 +68,15 @@ class StreamAppender(Protocol):
         """Append ``events`` and return the new version; on conflict store nothing, raise."""
         ...
 
+    @property
+    def readable_at(self) -> LogPosition | None:
+        """The log position a reader must be able to read to see this transaction's events.
+
+        None when nothing needs waiting for: no events appended yet, or a backend whose
+        commits are readable as soon as they are made (one writer at a time).
+        """
+        ...
+
 
 class GlobalLogReader(Protocol):
     """Reads every stream's events in commit order, never passing one that commits late."""

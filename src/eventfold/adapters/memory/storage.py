@@ -220,6 +220,11 @@ class MemorySession:
         size = len(self._log())
         return size - self._log_index_after(after, size)
 
+    @property
+    def readable_at(self) -> LogPosition | None:
+        """None: commits are serial here, so every committed event is readable at once."""
+        return None
+
     async def log_horizon(self) -> LogHorizon:
         """Everything committed is readable: commits are serial here, so nothing waits."""
         head = await self.log_head()

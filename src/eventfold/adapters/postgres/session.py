@@ -136,7 +136,7 @@ def _outbox_entry(row: asyncpg.Record) -> OutboxEntry:
 class PostgresSession:
     """A :class:`~eventfold.ports.StorageSession` inside one open PostgreSQL transaction."""
 
-    __slots__ = ("_begin", "_connection", "_store", "_writer_key", "appended")
+    __slots__ = ("_begin", "_connection", "_store", "_writer_key", "appended", "readable_at")
 
     def __init__(self, connection: asyncpg.Connection, store: str, schema: str) -> None:
         self._connection = connection
@@ -145,6 +145,9 @@ class PostgresSession:
         self._begin = sql.begin_writer(schema)
         self.appended = False
         """Whether events were appended: the storage wakes live readers after the commit."""
+        self.readable_at: LogPosition | None = None
+        """The log position of the last event appended (None before any): once the log's
+        readable head reaches it, a reader sees every event of this transaction."""
 
     async def begin(self) -> None:
         """Start the transaction, visible to log readers as a possible writer of the store.
@@ -220,7 +223,7 @@ class PostgresSession:
         raise ConcurrencyError(stream_id, _describe(expected_version), actual)
 
     async def _append_one(self, stream_id: str, expected: int, e: EventRecord) -> bool:
-        position = await self._fetchval(
+        row = await self._fetchrow(
             sql.APPEND_ONE,
             stream_id,
             expected,
@@ -233,16 +236,25 @@ class PostgresSession:
             e.causation_id,
             e.actor,
         )
-        return position is not None
+        if row is None:
+            return False
+        self._appended_up_to(row[0], row[1])
+        return True
 
     async def _append_batch(
         self, stream_id: str, expected: int, events: Sequence[EventRecord]
     ) -> bool:
         rows = await self._fetch(sql.APPEND_MANY, stream_id, expected, *_event_arrays(events))
         if len(rows) == len(events):
+            self._appended_up_to(rows[-1][0], max(row[1] for row in rows))
             return True
-        await self._undo([row[0] for row in rows])
+        await self._undo([row[1] for row in rows])
         return False
+
+    def _appended_up_to(self, commit_id: int, position: int) -> None:
+        # One transaction, one commit_id: the position alone grows.
+        if self.readable_at is None or position > self.readable_at.position:
+            self.readable_at = LogPosition(commit_id, position)
 
     async def _append_any(self, stream_id: str, events: Sequence[EventRecord]) -> int:
         # Appenders that expect nothing would race each other for the next version and,
@@ -253,8 +265,9 @@ class PostgresSession:
         arrays = _event_arrays(events)
         previous_head = None
         while True:
-            head, positions = await self._fetchrow(sql.APPEND_ANY, stream_id, *arrays)
+            head, positions, commit_id = await self._fetchrow(sql.APPEND_ANY, stream_id, *arrays)
             if positions is not None and len(positions) == len(events):
+                self._appended_up_to(commit_id, max(positions))
                 return int(head) + len(events)
             await self._undo(positions)
             if head == previous_head:

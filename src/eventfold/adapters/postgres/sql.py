@@ -149,9 +149,9 @@ APPEND_ONE = f"""{_INSERT_EVENT}
 SELECT {CURRENT_XACT}, $1, $2 + 1, $3, $4, $5, $6::jsonb, $7, $8, $9, $10
 {_AT_EXPECTED_HEAD}
 ON CONFLICT (stream_id, version) DO NOTHING
-RETURNING position
+RETURNING commit_id, position
 """
-"""One event at exact version $2 + 1: its position, or no row on a conflict."""
+"""One event at exact version $2 + 1: its log position, or no row on a conflict."""
 
 APPEND_MANY = f"""{_INSERT_EVENT}
 SELECT {CURRENT_XACT}, $1, $2 + e.n, e.event_id, e.type_name, e.schema_version,
@@ -166,9 +166,9 @@ FROM unnest(
 {_AT_EXPECTED_HEAD}
 ORDER BY e.n
 ON CONFLICT (stream_id, version) DO NOTHING
-RETURNING position
+RETURNING commit_id, position
 """
-"""A batch (one array per column) from exact version $2 + 1: the positions inserted."""
+"""A batch (one array per column) from exact version $2 + 1: the log positions inserted."""
 
 # "Any version" reads the head and inserts on top of it in one statement, under the
 # stream's advisory lock (see PostgresSession.append).
@@ -196,7 +196,8 @@ WITH last AS (
     ON CONFLICT (stream_id, version) DO NOTHING
     RETURNING position
 )
-SELECT last.version AS head, (SELECT array_agg(position) FROM appended) AS positions
+SELECT last.version AS head, (SELECT array_agg(position) FROM appended) AS positions,
+       {CURRENT_XACT} AS commit_id
 FROM last
 """
 

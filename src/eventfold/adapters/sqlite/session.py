@@ -433,6 +433,11 @@ class SqliteSession:
         count: int = await self._run(lambda db: db.execute(sql, (start,)).fetchone()[0])
         return count
 
+    @property
+    def readable_at(self) -> LogPosition | None:
+        """None: commits are serial here, so every committed event is readable at once."""
+        return None
+
     async def log_horizon(self) -> LogHorizon:
         """Everything committed is readable: commits are serial here, so nothing waits."""
         head = await self.log_head()

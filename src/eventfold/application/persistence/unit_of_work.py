@@ -34,7 +34,7 @@ from eventfold.domain.dispatch import find_handler
 from eventfold.domain.entity import Entity
 from eventfold.domain.events import EventMetadata
 from eventfold.errors import ConfigurationError
-from eventfold.ports import Storage, StorageSession, StoredEvent
+from eventfold.ports import LogPosition, Storage, StorageSession, StoredEvent
 from eventfold.ports.telemetry import active_telemetry
 from eventfold.serialization import EventRegistry
 
@@ -100,6 +100,9 @@ class UnitOfWork:
         self._publish = publish
         self._tracker = WorkTracker(storage, events)
         self._repositories: dict[type, object] = {}
+        self.readable_at: LogPosition | None = None
+        """Once committed: the log position that makes this commit's events readable (None
+        when nothing needs waiting for). Read-your-writes waits for it (CatchUpBehavior)."""
 
     @staticmethod
     def of(context: RequestContext) -> UnitOfWork:
@@ -195,10 +198,12 @@ class UnitOfWork:
             # in one round trip (SQLite: one hop to its writer thread per command).
             batch.writes += batch.outbox
             await batch.send()
+            readable_at = batch.session.readable_at
         except BaseException as exc:
             await self._end(exc)
             raise
         await self._end(None)
+        self.readable_at = readable_at
         for _, change in tracker.changes.values():
             change.settle()
         await self._run_after_commit()

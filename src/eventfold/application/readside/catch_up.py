@@ -28,14 +28,15 @@ _LAST_POLL = 0.05
 class CatchUpOutcome:
     """How a catch-up to a position ended, projection by projection.
 
-    ``target`` is the position waited for. Projections in ``caught_up`` applied every event
-    up to it. ``timed_out`` ones did not, because the target did not become readable within
+    ``target`` is the position waited for (None when there was nothing to wait for: every
+    projection just applied what was readable). Projections in ``caught_up`` applied every
+    event up to it. ``timed_out`` ones did not, because the target did not become readable within
     the timeout: on PostgreSQL an older writer of the store was still open, and
     ``blocker`` names it. ``failed`` ones raised (parked, or the database failed); the
     error is logged.
     """
 
-    target: LogPosition
+    target: LogPosition | None
     caught_up: tuple[str, ...] = ()
     timed_out: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()
@@ -55,7 +56,7 @@ async def committed_head(storage: Storage) -> LogPosition:
 
 async def catch_up_to(
     runner: ProjectionRunner,
-    target: LogPosition,
+    target: LogPosition | None,
     *,
     names: Sequence[str] | None = None,
     timeout: float = 5.0,  # noqa: ASYNC109 - a bound on the wait, returned as an outcome
@@ -64,12 +65,14 @@ async def catch_up_to(
 
     Returns when each projection has applied the log up to ``target`` or the ``timeout``
     (seconds) has passed: never raises for a projection that failed or a wait that timed
-    out, it says so in the outcome.
+    out, it says so in the outcome. With no ``target``, applies what is readable now.
     """
     names = list(runner.projections if names is None else names)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    readable = await _wait_readable(runner.storage, target, deadline)
+    readable = None
+    if target is not None:
+        readable = await _wait_readable(runner.storage, target, deadline)
     caught_up: list[str] = []
     failed: list[str] = []
     for name in names:
@@ -105,6 +108,9 @@ async def _wait_readable(
         pause = min(pause * 2, _LAST_POLL)
 
 
+_UNTOLD: Any = object()
+"""A unit of work that does not say where its commit is in the log."""
+
 _UNKNOWN_BLOCKER = HorizonBlocker(None, None, None, None)
 """Held back by a writer that ended while it was being looked up."""
 
@@ -113,12 +119,13 @@ class CatchUpBehavior:
     """After a successful request, apply the log up to the request's commit to projections.
 
     Add it *before* (outside) the :class:`~eventfold.TransactionBehavior`, so it runs once
-    the request's transaction committed. It takes the log's committed head at that moment
-    (which includes the request's own events), waits until it is readable, and catches
-    the projections up to it: the client then reads its own writes from an asynchronous
-    projection. On PostgreSQL an older writer of the same store still open can hold the
-    head back; the wait is bounded by ``timeout`` seconds, after which the request returns
-    anyway and its events are applied by the next catch-up or a running
+    the request's transaction committed. It waits until the request's own events are
+    readable (the unit of work's ``readable_at``; the log's committed head when the unit
+    of work does not tell), then catches the projections up: the client then reads its
+    own writes from an asynchronous projection. A request that appended nothing waits for
+    nothing. On PostgreSQL an older writer of the same store still open can hold the
+    events back; the wait is bounded by ``timeout`` seconds, after which the request
+    returns anyway and its events are applied by the next catch-up or a running
     :class:`~eventfold.ProjectionRunner`. The :class:`CatchUpOutcome` is kept on the
     request's context (:meth:`outcome`) and logged as a warning when incomplete.
 
@@ -160,7 +167,9 @@ class CatchUpBehavior:
         if not result.is_success:
             return result
         try:
-            target = await committed_head(self._runner.storage)
+            target = getattr(context.unit_of_work, "readable_at", _UNTOLD)
+            if target is _UNTOLD:
+                target = await committed_head(self._runner.storage)
             outcome = await catch_up_to(
                 self._runner, target, names=self._names, timeout=self._timeout
             )
@@ -172,7 +181,7 @@ class CatchUpBehavior:
             logger.warning(
                 "projections %s not caught up to %s within %.1f s: held back by %s",
                 ", ".join(outcome.timed_out),
-                tuple(outcome.target),
+                outcome.target,
                 self._timeout,
                 outcome.blocker,
             )
