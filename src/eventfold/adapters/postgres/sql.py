@@ -218,33 +218,44 @@ WHERE stream_id = $1 AND version >= $2 AND version <= coalesce($3::int, 21474836
 ORDER BY version
 """
 
-# The page is cut in an inner query that walks the (commit_id, position) index from
-# `after` and stops after $3 rows; visibility is applied outside it. Both conditions in
-# one WHERE made the planner misjudge them together and fetch and sort every remaining
-# row for a custom plan. The result is the same: rows are ordered by commit_id, so the
-# rows below the horizon are a prefix of the inner page, and that prefix is exactly the
-# first rows of the readable log after `after`.
-READ_LOG = f"""
-SELECT * FROM (
-    SELECT {EVENT_COLUMNS} FROM eventfold_events
-    WHERE (commit_id, position) > ($1, $2)
-    ORDER BY commit_id, position
-    LIMIT $3
-) AS page
-WHERE commit_id < $4
-ORDER BY commit_id, position
+
+# A page of the log below the horizon: the greater of $4, a horizon this store's readers
+# computed before (see READ_HORIZON; a horizon stays valid for good), and the xmin of this
+# statement's own snapshot (every transaction below it has ended, registered or not). So
+# a reader pays for READ_HORIZON only when neither lets it read what has committed: the
+# first column says whether committed rows lie at or above the horizon used. The page
+# is cut in an inner query that walks the (commit_id, position) index from `after` and
+# stops after $3 rows; visibility is applied outside it. Both conditions in one WHERE
+# made the planner misjudge them together and fetch and sort every remaining row for a
+# custom plan. The result is the same: rows are ordered by commit_id, so the rows below
+# the horizon are a prefix of the inner page, and that prefix is exactly the first rows
+# of the readable log after `after`. With an empty page, one row of NULL event columns.
+def _read_log(types: str) -> str:
+    return f"""
+SELECT more.held, page.* FROM (
+    SELECT greatest($4::bigint, pg_snapshot_xmin(pg_current_snapshot())::text::bigint) AS below
+) AS horizon
+CROSS JOIN LATERAL (
+    SELECT EXISTS (
+        SELECT FROM eventfold_events
+        WHERE commit_id >= horizon.below AND (commit_id, position) > ($1, $2)
+    ) AS held
+) AS more
+LEFT JOIN LATERAL (
+    SELECT * FROM (
+        SELECT {EVENT_COLUMNS} FROM eventfold_events
+        WHERE (commit_id, position) > ($1, $2){types}
+        ORDER BY commit_id, position
+        LIMIT $3
+    ) AS inner_page
+    WHERE commit_id < horizon.below
+) AS page ON true
+ORDER BY page.commit_id, page.position
 """
 
-READ_LOG_OF_TYPES = f"""
-SELECT * FROM (
-    SELECT {EVENT_COLUMNS} FROM eventfold_events
-    WHERE (commit_id, position) > ($1, $2) AND type_name = ANY($5::text[])
-    ORDER BY commit_id, position
-    LIMIT $3
-) AS page
-WHERE commit_id < $4
-ORDER BY commit_id, position
-"""
+
+READ_LOG = _read_log("")
+READ_LOG_OF_TYPES = _read_log(" AND type_name = ANY($5::text[])")
 
 LOG_HEAD = """
 SELECT commit_id, position FROM eventfold_events

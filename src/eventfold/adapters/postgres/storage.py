@@ -12,7 +12,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from eventfold.adapters.postgres.errors import DRIVER_ERRORS, translate
 from eventfold.adapters.postgres.listener import CommitNotifier, EventListener
-from eventfold.adapters.postgres.session import PostgresSession
+from eventfold.adapters.postgres.session import KnownHorizon, PostgresSession
 from eventfold.adapters.postgres.sql import NOTIFY, NOTIFY_CHANNEL
 from eventfold.adapters.sql.schema import metadata
 from eventfold.errors import ConfigurationError, StoreUnavailableError
@@ -104,6 +104,7 @@ class PostgresStorage:
         self._pool_lock = asyncio.Lock()
         self._listener = EventListener(self._connect, schema, self._name)
         self._notifier = CommitNotifier(self._notify, self._name, _NOTIFY_INTERVAL)
+        self._horizon = KnownHorizon()  # shared by this storage's readers (see session.py)
 
     @property
     def name(self) -> str:
@@ -261,7 +262,7 @@ class PostgresTransaction:
     async def __aenter__(self) -> PostgresSession:
         storage = self._storage
         pool, connection = await storage._acquire()
-        session = PostgresSession(connection, storage.name, storage.schema)
+        session = PostgresSession(connection, storage.name, storage.schema, storage._horizon)
         try:
             await session.begin()
         except BaseException as exc:
