@@ -19,16 +19,19 @@ RESULTS = Path(__file__).parent / "results"
 METHOD = (
     "Each row: eventfold through its public API next to the raw driver (asyncpg; sqlite3 on "
     "one thread, one hop per transaction) doing the same statements and transactions on "
-    "tables compiled from eventfold's MetaData, with the same durability settings. Median "
-    "of --repeat repetitions, fresh schema/database file per repetition. Sequential "
-    "workloads (1-3) alternate eventfold and raw every 50 operations within a repetition. "
-    "Payloads are encoded and decoded on the raw side with the same pydantic TypeAdapter."
+    "tables compiled from eventfold's MetaData, with the same durability settings, and next "
+    "to eventsourcing (its Application and Aggregate with library defaults, its SQLite and "
+    "PostgreSQL persistence modules, on a database file or schema of its own) doing the same "
+    "work. Median of --repeat repetitions, fresh schema/database file per repetition. "
+    "Sequential workloads (1-3) rotate eventfold, raw and eventsourcing every 50 operations "
+    "within a repetition. Payloads are encoded and decoded on the raw side with the same "
+    "pydantic TypeAdapter. 'x raw' and 'x es' are eventfold's speed relative to each."
 )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks", description="eventfold against the raw drivers."
+        prog="python -m benchmarks", description="eventfold against the raw drivers and eventsourcing."
     )
     parser.add_argument(
         "--backend", choices=["sqlite", "postgres", "both"], default="both", help="SQL backend"
