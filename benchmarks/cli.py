@@ -31,7 +31,8 @@ METHOD = (
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks", description="eventfold against the raw drivers and eventsourcing."
+        prog="python -m benchmarks",
+        description="eventfold against the raw drivers and eventsourcing.",
     )
     parser.add_argument(
         "--backend", choices=["sqlite", "postgres", "both"], default="both", help="SQL backend"
