@@ -101,7 +101,9 @@ from eventfold.application.readside.projections import (
     ProjectionLag,
     ProjectionRunner,
     ProjectionStatus,
+    ProjectionVersionError,
     ReadModel,
+    SwappableReadModel,
 )
 from eventfold.application.readside.queries import Page, QueryOptions, SearchResult, query_in_memory
 from eventfold.application.readside.read_models import DocumentReadModel
@@ -230,6 +232,7 @@ __all__ = [
     "ProjectionParkedError",
     "ProjectionRunner",
     "ProjectionStatus",
+    "ProjectionVersionError",
     "ProjectionWorker",
     "PublishError",
     "PublishReport",
@@ -268,6 +271,7 @@ __all__ = [
     "StoreUnavailableError",
     "StreamState",
     "SubjectForgotten",
+    "SwappableReadModel",
     "TableMapping",
     "TransactionBehavior",
     "UnitOfWork",

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, Text, select
+from sqlalchemy import Column, Integer, MetaData, Table, Text, select, text
 from sqlalchemy.schema import CreateTable
 
 from eventfold.adapters.sql.read_model import TableReadModel
@@ -141,3 +141,59 @@ async def test_a_batch_larger_than_one_statement_can_bind_is_written_in_several(
     totals = await read_totals(storage)
     assert len(totals) == 12_000
     assert totals["acc-11999"] == (1, 1)
+
+
+async def test_a_rebuild_beside_includes_events_appended_while_it_ran(storage: Any) -> None:
+    registry = EventRegistry([Paid])
+    await append_payments(storage, registry, [Paid("a", 1), Paid("a", 1000), Paid("b", 2)])
+    projection = Totals()
+    runner = ProjectionRunner(storage, registry, [projection], batch_size=1)
+    await runner.catch_up("totals")
+    projection.pause, projection.paused = asyncio.Event(), asyncio.Event()
+
+    rebuild = asyncio.create_task(runner.rebuild("totals"))
+    await asyncio.wait_for(projection.paused.wait(), 10)
+    # Live traffic while the rebuild goes on (between its batches: on SQLite a batch
+    # holds the only write lock), followed by the live runner after the swap.
+    projection.pause.set()
+    await append_payments(storage, registry, [Paid("c", 7)])
+    await asyncio.wait_for(rebuild, 30)
+    await runner.catch_up("totals")
+
+    assert await read_totals(storage) == {"a": (1001, 2), "b": (2, 1), "c": (7, 1)}
+
+
+async def test_the_swapped_table_keeps_its_indexes(storage: Any) -> None:
+    registry = EventRegistry([Paid])
+    await append_payments(storage, registry, [Paid("a", 1)])
+    indexed = Table(
+        "indexed_totals",
+        MetaData(),
+        Column("account", Text, primary_key=True),
+        Column("total", Integer, nullable=False, index=True),
+        Column("deposits", Integer, nullable=False),
+    )
+    model = TableReadModel(indexed)
+    async with storage.transaction() as session:
+        await model.create(session)
+
+    class IndexedTotals(Totals):
+        name: ClassVar[str] = "indexed"
+        read_models: ClassVar[tuple[TableReadModel, ...]] = (model,)
+
+        async def apply_Paid(self, event: Paid, context: ProjectionContext) -> None:
+            model.rows(context).put({"account": event.account, "total": 1, "deposits": 1})
+
+    await ProjectionRunner(storage, registry, [IndexedTotals()]).rebuild("indexed")
+
+    catalog = (
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'indexed_totals'"
+        if storage.name.startswith("sqlite")
+        else "SELECT indexname AS name FROM pg_indexes "
+        "WHERE tablename = 'indexed_totals' AND schemaname = current_schema()"
+    )
+    async with storage.transaction() as session:
+        names = {row["name"] for row in await session.execute_sql(text(catalog))}
+        rows = await session.execute_sql(select(indexed))
+    assert "ix_indexed_totals_total" in names
+    assert [dict(row) for row in rows] == [{"account": "a", "total": 1, "deposits": 1}]

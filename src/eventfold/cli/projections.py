@@ -157,31 +157,63 @@ def _parked_row(parked: ParkedFailure) -> dict[str, Any]:
 
 @app.command("rebuild")
 def projections_rebuild(
-    name: str, database_url: DatabaseUrl = None, app_path: AppOption = None
+    name: str,
+    database_url: DatabaseUrl = None,
+    app_path: AppOption = None,
+    keep_old: Annotated[
+        bool, typer.Option("--keep-old", help="keep the old read model beside (<name>__old)")
+    ] = False,
 ) -> None:
-    """Clear a projection's read model and replay the whole log into it, in one transaction."""
+    """Replay the whole log into a new read model; queries see the old one until the swap.
+
+    Table and document read models are rebuilt beside the live ones in batches: stop it
+    (Ctrl-C) at any time and run the same command again to resume from the last batch.
+    """
     application, runner = _application(app_path, database_url, name)
-    done = run(lambda: using(application.storage, lambda _: _rebuild(application, runner, name)))
+    try:
+        done = run(
+            lambda: using(
+                application.storage, lambda _: _rebuild(application, runner, name, keep_old)
+            )
+        )
+    except KeyboardInterrupt:
+        out.print(
+            f"[yellow]interrupted: the live {name} is untouched; run the same command to "
+            "resume from the last batch"
+        )
+        raise typer.Exit(130) from None
     out.print(f"[green]rebuilt {name}: {done} events replayed")
 
 
-async def _rebuild(application: Any, runner: ProjectionRunner, name: str) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+async def _rebuild(application: Any, runner: ProjectionRunner, name: str, keep_old: bool) -> int:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     await _create_read_model(application, name)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),
+        TextColumn("remaining"),
+        TimeRemainingColumn(),
     )
     with Progress(*columns, console=out) as progress:
-        task = progress.add_task(f"rebuilding {name}", total=None)
+        task = progress.add_task(f"rebuilding {name}", total=None, rate="")
 
         def report(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+            speed = progress.tasks[task].speed
+            rate = f"{speed:,.0f} events/s" if speed else ""
+            progress.update(task, completed=done, total=total, rate=rate)
 
-        return await runner.rebuild(name, on_progress=report)
+        return await runner.rebuild(name, on_progress=report, keep_old=keep_old)
 
 
 @app.command("reset")

@@ -9,6 +9,7 @@ version only the first to commit wins. Memory commits are serial, so every event
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
@@ -312,6 +313,17 @@ class MemorySession:
             self._touch_document((collection, record.key), record.version)
             self._documents[collection, record.key] = None
         return len(records)
+
+    async def move_documents(self, source: str, target: str) -> int:
+        """Replace every document of ``target`` with those of ``source``; return how many."""
+        await self.clear_documents(target)
+        moved = self._collection(source)
+        for record in moved:
+            self._touch_document((source, record.key), record.version)
+            self._documents[source, record.key] = None
+            self._touch_document((target, record.key), 0)
+            self._documents[target, record.key] = dataclasses.replace(record, collection=target)
+        return len(moved)
 
     def _collection(self, collection: str) -> list[DocumentRecord]:
         keys = {key for c, key in self._committed.documents if c == collection}

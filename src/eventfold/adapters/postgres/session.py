@@ -13,7 +13,11 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
 from eventfold.adapters.postgres import sql
 from eventfold.adapters.postgres.errors import DRIVER_ERRORS, translate
-from eventfold.adapters.sql.documents import clear_document_collection, search_document_records
+from eventfold.adapters.sql.documents import (
+    clear_document_collection,
+    move_document_collection,
+    search_document_records,
+)
 from eventfold.adapters.sql.statements import compile_statement
 from eventfold.application.readside.queries import QueryOptions, SearchResult
 from eventfold.domain.specification import FieldSet
@@ -473,6 +477,10 @@ class PostgresSession:
     async def clear_documents(self, collection: str) -> int:
         """Delete every document of ``collection``; return how many."""
         return await clear_document_collection(self, collection)
+
+    async def move_documents(self, source: str, target: str) -> int:
+        """Replace every document of ``target`` with those of ``source``; return how many."""
+        return await move_document_collection(self, source, target)
 
     async def _document_conflict(self, collection: str, key: str, expected_version: int) -> None:
         actual: int = await self._fetchval(sql.DOCUMENT_VERSION, collection, key)

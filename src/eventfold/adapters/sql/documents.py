@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 
 from eventfold.adapters.sql.schema import documents
 from eventfold.adapters.sql.specification import search_documents
@@ -15,7 +15,7 @@ from eventfold.domain.specification import FieldSet
 from eventfold.ports.records import DocumentRecord
 from eventfold.ports.storage import SqlExecutor
 
-__all__ = ["clear_document_collection", "search_document_records"]
+__all__ = ["clear_document_collection", "move_document_collection", "search_document_records"]
 
 
 def search_document_records(
@@ -30,6 +30,19 @@ async def clear_document_collection(executor: SqlExecutor, collection: str) -> i
     table = documents
     rows = await executor.execute_sql(
         delete(table).where(table.c.collection == collection).returning(table.c.key)
+    )
+    return len(rows)
+
+
+async def move_document_collection(executor: SqlExecutor, source: str, target: str) -> int:
+    """Replace every document of ``target`` with those of ``source``; return how many moved."""
+    table = documents
+    await executor.execute_sql(delete(table).where(table.c.collection == target))
+    rows = await executor.execute_sql(
+        update(table)
+        .where(table.c.collection == source)
+        .values(collection=target)
+        .returning(table.c.key)
     )
     return len(rows)
 

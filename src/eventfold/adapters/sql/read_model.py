@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, delete, insert, select, tuple_
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy import Column, MetaData, Table, delete, insert, select, tuple_
+from sqlalchemy.schema import CreateIndex, CreateTable, DropTable
 
 from eventfold.application.readside.projections import Projection, ProjectionContext
 from eventfold.domain.errors import ConfigurationError
@@ -43,13 +43,48 @@ class TableReadModel:
             raise ValueError(msg)
 
     def rows(self, context: ProjectionContext) -> RowBuffer:
-        """The batch's buffer of this table's rows."""
+        """The batch's buffer of this table's rows (of its shadow, during a rebuild)."""
         buffer = context.buffers.get(self)
         if buffer is None:
-            buffer = RowBuffer(self, context, known_empty=self in context.cleared)
+            target: TableReadModel = context.targets.get(self, self)
+            buffer = RowBuffer(target, context, known_empty=target in context.cleared)
             context.buffers[self] = buffer
             context.on_flush(buffer.flush)
         return buffer
+
+    def shadow(self) -> TableReadModel:
+        """The same table under ``<name>__next``, where a rebuild writes (no indexes)."""
+        table = self.table
+        columns = [
+            Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+            for c in table.columns
+        ]
+        return TableReadModel(
+            Table(f"{table.name}__next", MetaData(), *columns, schema=table.schema)
+        )
+
+    async def prepare_shadow(self, context: ProjectionContext) -> None:
+        """Create the shadow table anew, empty."""
+        shadow = self.shadow().table
+        await context.execute(DropTable(shadow, if_exists=True))
+        await context.execute(CreateTable(shadow))
+
+    async def promote_shadow(self, context: ProjectionContext, *, keep_old: bool) -> None:
+        """Replace the live rows with the shadow's, in the context's transaction.
+
+        The rows are copied into the live table rather than the tables renamed: the
+        table keeps its identity (indexes, constraints, grants, views that use it), at
+        the cost of one copy of the read model inside the swap's transaction.
+        """
+        live, shadow = self.table, self.shadow().table
+        if keep_old:
+            old_table = shadow.to_metadata(MetaData(), name=f"{live.name}__old")
+            await context.execute(DropTable(old_table, if_exists=True))
+            await context.execute(CreateTable(old_table))
+            await context.execute(_copy(live, old_table))
+        await context.execute(delete(live))
+        await context.execute(_copy(shadow, live))
+        await context.execute(DropTable(shadow))
 
     async def create(self, session: SqlExecutor) -> None:
         """Create the table and its indexes if they do not exist (idempotent)."""
@@ -64,6 +99,11 @@ class TableReadModel:
     def key_of(self, row: Mapping[str, Any]) -> Key:
         """The primary key of ``row``."""
         return tuple(row[column.name] for column in self.key_columns)
+
+
+def _copy(source: Table, target: Table) -> Any:
+    names = [column.name for column in source.columns]
+    return insert(target).from_select(names, select(*(source.c[name] for name in names)))
 
 
 async def create_read_models(storage: Storage, projections: Iterable[Projection]) -> None:
@@ -99,9 +139,9 @@ class RowBuffer:
         self._known_empty = known_empty
         self._rows: dict[Key, dict[str, Any] | None] = {}
         self._dirty: set[Key] = set()
-        # Keys already written to the table by this buffer; while the table is known to
-        # have started empty, every other key is known to be absent without a query.
-        self._stored: set[Key] = set()
+        # Keys already written to the table (by this rebuild's batches so far); while the
+        # table is known to have started empty, every other key is absent without a query.
+        self._stored: set[Key] = context.written.setdefault(model, set()) if known_empty else set()
 
     async def get(self, *key: Any) -> dict[str, Any] | None:
         """The row with this primary key (as changed so far in the batch), or None."""

@@ -17,7 +17,11 @@ from uuid import UUID, SafeUUID
 
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from eventfold.adapters.sql.documents import clear_document_collection, search_document_records
+from eventfold.adapters.sql.documents import (
+    clear_document_collection,
+    move_document_collection,
+    search_document_records,
+)
 from eventfold.adapters.sql.statements import compile_statement
 from eventfold.application.readside.queries import QueryOptions, SearchResult
 from eventfold.domain.specification import FieldSet
@@ -505,6 +509,10 @@ class SqliteSession:
     async def clear_documents(self, collection: str) -> int:
         """Delete every document of ``collection``; return how many."""
         return await clear_document_collection(self, collection)
+
+    async def move_documents(self, source: str, target: str) -> int:
+        """Replace every document of ``target`` with those of ``source``; return how many."""
+        return await move_document_collection(self, source, target)
 
     async def add_to_outbox(self, messages: Sequence[OutboxMessage]) -> None:
         """Write one outbox row per message."""

@@ -82,6 +82,8 @@ class ProjectionHealth:
     name: str
     parked: ParkedFailure | None = None
     skipped: tuple[SkippedEvent, ...] = field(default=())
+    version: str | None = None
+    """The projection version its read models were built by (None: not recorded yet)."""
 
     @property
     def skipped_ids(self) -> frozenset[UUID]:
@@ -165,7 +167,9 @@ async def skip_parked_event(
             msg = f"projection {name!r} is parked on event {parked.event_id}, not {event_id}"
             raise InvalidStateError(msg)
         skip = SkippedEvent(parked.event_id, parked.position, parked.type_name, reason, now)
-        await save_health(session, ProjectionHealth(name, None, (*health.skipped, skip)), version)
+        await save_health(
+            session, replace(health, parked=None, skipped=(*health.skipped, skip)), version
+        )
     return skip
 
 

@@ -26,6 +26,7 @@ from tenacity import (
 
 from eventfold.application.readside.health import (
     ParkedFailure,
+    ProjectionHealth,
     ProjectionParkedError,
     load_health,
     park_projection,
@@ -38,7 +39,13 @@ from eventfold.domain.errors import ConfigurationError, EventfoldError
 from eventfold.domain.events import EventMetadata
 from eventfold.domain.personal_data import SubjectForgotten, has_personal_data
 from eventfold.errors import ConcurrencyError, StoreUnavailableError
-from eventfold.ports.records import LOG_START, HorizonBlocker, LogPosition, StoredEvent
+from eventfold.ports.records import (
+    LOG_START,
+    HorizonBlocker,
+    LogPosition,
+    StoredEvent,
+    StreamState,
+)
 from eventfold.ports.storage import Storage, StorageSession
 from eventfold.ports.telemetry import active_telemetry
 from eventfold.serialization import EventRegistry
@@ -51,7 +58,10 @@ __all__ = [
     "ProjectionLag",
     "ProjectionRunner",
     "ProjectionStatus",
+    "ProjectionVersionError",
     "ReadModel",
+    "SwappableReadModel",
+    "shadow_name",
 ]
 
 logger = logging.getLogger("eventfold.projections")
@@ -85,6 +95,8 @@ class Projection:
     """Stream categories to follow (``"order"`` follows ``order-…`` streams); empty: all."""
     partitions: ClassVar[int] = 1
     """How many partitions by stream workers may split this projection into."""
+    version: ClassVar[int | str] = 1
+    """Bump it when the handlers change what they write: runners then rebuild beside."""
 
     async def reset(self, context: ProjectionContext) -> None:
         """Clear the read models before a rebuild (inside the rebuild's transaction)."""
@@ -101,6 +113,23 @@ class ReadModel(Protocol):
         ...
 
 
+@runtime_checkable
+class SwappableReadModel(Protocol):
+    """A read model a rebuild can build beside the live one and swap in at once."""
+
+    def shadow(self) -> object:
+        """The same read model kept where a rebuild writes (``<name>__next``)."""
+        ...
+
+    async def prepare_shadow(self, context: ProjectionContext) -> None:
+        """Make the shadow exist and empty, in the context's transaction."""
+        ...
+
+    async def promote_shadow(self, context: ProjectionContext, *, keep_old: bool) -> None:
+        """Put the shadow in the live one's place, in the context's transaction."""
+        ...
+
+
 @dataclass(slots=True)
 class ProjectionContext:
     """What a handler gets beside the event: the transaction, the metadata, the mode."""
@@ -113,6 +142,13 @@ class ProjectionContext:
     """Per-transaction write buffers of read models, keyed by read model."""
     cleared: set[object] = field(default_factory=set)
     """Read models known to be empty in this transaction (a rebuild cleared them)."""
+    targets: dict[object, Any] = field(default_factory=dict)
+    """Where a read model's writes go instead of itself (its shadow, during a rebuild)."""
+    written: dict[object, Any] = field(default_factory=dict)
+    """Per read model known to have started empty: what a rebuild wrote to it so far.
+
+    Shared by the batches of one rebuild, so keys never written cost no lookup.
+    """
     _flushers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _metadata: EventMetadata | None = None
 
@@ -163,6 +199,26 @@ class ProjectionFailedError(EventfoldError):
         self.version = event.version
         self.position = event.log_position
         self.error = error
+
+
+class ProjectionVersionError(EventfoldError):
+    """The read models were built by another version of the projection than this code's."""
+
+    def __init__(self, name: str, built_by: str, running: str) -> None:
+        super().__init__(
+            f"projection {name!r}: its read models were built by version {built_by}, "
+            f"this code is version {running}"
+        )
+        self.name = name
+        self.built_by = built_by
+        self.running = running
+
+    @property
+    def newer(self) -> bool:
+        """Whether this code is newer (numbers compare; other versions are only different)."""
+        if self.built_by.isdigit() and self.running.isdigit():
+            return int(self.running) > int(self.built_by)
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,9 +374,12 @@ class ProjectionRunner:
             loaded: LogPosition | None = None
             try:
                 async with self._storage.transaction() as session:
-                    health, _ = await load_health(session, name)
+                    health, health_version = await load_health(session, name)
                     if health.parked is not None:
                         raise ProjectionParkedError(name, health.parked)
+                    versioned = partition is None or partition.count == 1
+                    if versioned:
+                        _check_version(projection, health)
                     loaded = await session.load_checkpoint(name)
                     start = loaded or LOG_START
                     # Read the head first: everything readable then is readable to the
@@ -342,6 +401,11 @@ class ProjectionRunner:
                     # of one projection, the loser fails here or at commit, rolls back
                     # everything it wrote and reads again from the winner's checkpoint.
                     await session.save_checkpoint(name, position, expected=loaded)
+                    if versioned and health.version is None:
+                        # Written after the log was read: on PostgreSQL the first write
+                        # of a transaction narrows what it can read of the log.
+                        running = replace(health, version=str(projection.version))
+                        await save_health(session, running, health_version)
                     applied = records if in_scope is None else list(filter(in_scope, records))
                     await self._apply_all(
                         projection, applied, ProjectionContext(session), health.skipped_ids
@@ -367,13 +431,22 @@ class ProjectionRunner:
             total += count
         return total
 
-    async def rebuild(self, name: str, *, on_progress: ProgressCallback | None = None) -> int:
-        """Reset the read model and replay the whole log, in one transaction.
+    async def rebuild(
+        self, name: str, *, on_progress: ProgressCallback | None = None, keep_old: bool = False
+    ) -> int:
+        """Replay the whole log into a fresh read model; readers see the old one until then.
 
-        Readers keep seeing the previous, complete read model until the rebuild commits;
-        they never see a half-built one.
+        A projection whose read models can all be built beside the live ones
+        (:class:`SwappableReadModel`: table and document read models) is rebuilt *beside*
+        them, in batches each committed with its own checkpoint, so an interrupted rebuild
+        resumes where it stopped; the live version keeps serving queries and following
+        the log until one transaction swaps the new version in. ``keep_old`` keeps the old
+        tables (renamed ``<table>__old``). Other projections are reset and replayed in
+        one transaction. Returns the number of events replayed.
         """
         projection = self._projection(name)
+        if _swappable(projection):
+            return await self._rebuild_beside(projection, on_progress, keep_old=keep_old)
         while True:
             before = await self._checkpoint(name)
             try:
@@ -409,6 +482,101 @@ class ProjectionRunner:
             if health.parked is not None:
                 # The whole log was applied again without failing: the park is over.
                 await save_health(session, replace(health, parked=None), health_version)
+        return done
+
+    async def _rebuild_beside(
+        self, projection: Projection, on_progress: ProgressCallback | None, *, keep_old: bool
+    ) -> int:
+        name = projection.name
+        position, done, total = await self._start_shadow(projection)
+        targets: dict[object, Any] = {
+            model: model.shadow()  # type: ignore[attr-defined]
+            for model in projection.read_models
+        }
+        # A shadow this run made empty: keys it never wrote need no lookup. A resumed
+        # shadow holds rows of an earlier run, so every key is looked up.
+        fresh = position == LOG_START
+        state = _ShadowState(targets, set(targets.values()) if fresh else set(), {})
+        while True:
+            batch = await self._shadow_batch(projection, state, position)
+            if batch is None:
+                break
+            position, count = batch
+            done += count
+            if on_progress is not None:
+                on_progress(done, max(total, done))
+        while True:
+            try:
+                done += await self._swap(projection, state, keep_old=keep_old)
+            except ConcurrencyError:
+                continue  # the live runner moved its checkpoint meanwhile: swap again
+            break
+        if on_progress is not None:
+            on_progress(done, max(total, done))
+        logger.info("projection %s rebuilt and swapped in (version %s)", name, projection.version)
+        self._status[name] = ProjectionStatus(name, "idle")
+        return done
+
+    async def _start_shadow(self, projection: Projection) -> tuple[LogPosition, int, int]:
+        """The shadow's checkpoint, events done and in total; a fresh shadow if none fits."""
+        shadow, version = shadow_name(projection.name), str(projection.version)
+        async with self._storage.transaction() as session:
+            total = await session.count_after(LOG_START)
+            health, health_version = await load_health(session, shadow)
+            position = await session.load_checkpoint(shadow)
+            if position is not None and health.version == version:
+                return position, total - await session.count_after(position), total
+            # Nothing to resume: make the shadow storage exist, empty, at the log's start.
+            context = ProjectionContext(session, rebuilding=True)
+            for model in projection.read_models:
+                await model.prepare_shadow(context)  # type: ignore[attr-defined]
+            await session.save_checkpoint(shadow, LOG_START, expected=position)
+            fresh = ProjectionHealth(shadow, version=version)
+            await save_health(session, fresh, health_version)
+        return LOG_START, 0, total
+
+    async def _shadow_batch(
+        self, projection: Projection, state: _ShadowState, after: LogPosition
+    ) -> tuple[LogPosition, int] | None:
+        """Apply one full batch to the shadow; None once the rest fits in one batch."""
+        shadow = shadow_name(projection.name)
+        async with self._storage.transaction() as session:
+            records = await session.read_log(
+                after=after, limit=self._batch_size, types=self._handled(projection) or None
+            )
+            if len(records) < self._batch_size:
+                return None  # the rest is applied by the swap, in its transaction
+            position = records[-1].log_position
+            await session.save_checkpoint(shadow, position, expected=after)
+            skipped = (await load_health(session, projection.name))[0].skipped_ids
+            await self._apply_all(projection, records, state.context(session), skipped)
+        return position, len(records)
+
+    async def _swap(self, projection: Projection, state: _ShadowState, *, keep_old: bool) -> int:
+        """Apply the last events to the shadow and put it in the live one's place, at once."""
+        name, shadow = projection.name, shadow_name(projection.name)
+        async with self._storage.transaction() as session:
+            position = await session.load_checkpoint(shadow) or LOG_START
+            live_health, live_version = await load_health(session, name)
+            context = state.context(session)
+            done = 0
+            while records := await session.read_log(
+                after=position, limit=self._batch_size, types=self._handled(projection) or None
+            ):
+                await self._apply_all(projection, records, context, live_health.skipped_ids)
+                position, done = records[-1].log_position, done + len(records)
+            await context.flush()
+            for model in projection.read_models:
+                await model.promote_shadow(context, keep_old=keep_old)  # type: ignore[attr-defined]
+            # Compare-and-set: a live runner that moved the checkpoint since makes this
+            # whole swap roll back, and it is tried again from the shadow's checkpoint.
+            live = await session.load_checkpoint(name)
+            await session.save_checkpoint(name, max(position, live or LOG_START), expected=live)
+            await session.save_checkpoint(shadow, position, expected=StreamState.ANY)
+            swapped = replace(live_health, parked=None, version=str(projection.version))
+            await save_health(session, swapped, live_version)
+            shadow_health, shadow_version = await load_health(session, shadow)
+            await save_health(session, replace(shadow_health, version=None), shadow_version)
         return done
 
     async def lag(self, name: str) -> ProjectionLag:
@@ -448,6 +616,9 @@ class ProjectionRunner:
         while not self._stopping.is_set():
             try:
                 await follow(self.process_batch, name, partition=partition)
+            except ProjectionVersionError as changed:
+                if not await self._follow_new_version(changed):
+                    return
             except (ProjectionFailedError, ProjectionParkedError) as error:
                 failure = error if isinstance(error, ProjectionFailedError) else None
                 if failure is not None:
@@ -455,6 +626,19 @@ class ProjectionRunner:
                 if not await self._wait_while_parked(key, failure):
                     return  # stopped while parked: the status stays "failed"
         self._status[key] = ProjectionStatus(key, "stopped")
+
+    async def _follow_new_version(self, changed: ProjectionVersionError) -> bool:
+        """Rebuild for a newer version and go on (True); an older one stops (False)."""
+        name = changed.name
+        if not changed.newer:
+            logger.warning("%s: newer code runs elsewhere, this runner stops", changed)
+            self._status[name] = ProjectionStatus(name, "superseded")
+            return False
+        logger.info("%s: rebuilding it", changed)
+        self._status[name] = ProjectionStatus(name, "rebuilding")
+        await self.rebuild(name)
+        self._status[name] = ProjectionStatus(name, "running")
+        return True
 
     async def _wait_while_parked(self, name: str, failure: ProjectionFailedError | None) -> bool:
         """Wait until an operator lifts the park (True) or the runner stops (False)."""
@@ -572,3 +756,40 @@ def _scope(
     """Which events of the log ``projection`` applies (None: every one it handles)."""
     categories = tuple(getattr(projection, "categories", ()))
     return stream_filter(categories, partition)
+
+
+def shadow_name(projection: str) -> str:
+    """The checkpoint and health name of a projection's rebuild beside the live one."""
+    return f"{projection}@next"
+
+
+def _swappable(projection: Projection) -> bool:
+    models = projection.read_models
+    whole = projection.partitions == 1
+    return whole and bool(models) and all(isinstance(m, SwappableReadModel) for m in models)
+
+
+def _check_version(projection: Projection, health: ProjectionHealth) -> None:
+    """Code of another version never writes into read models another version built."""
+    running = str(projection.version)
+    if health.version is not None and health.version != running:
+        raise ProjectionVersionError(projection.name, health.version, running)
+
+
+@dataclass(slots=True)
+class _ShadowState:
+    """What the batches of one rebuild beside share: the shadows and what they hold."""
+
+    targets: dict[object, Any]
+    started_empty: set[object]
+    written: dict[object, Any]
+
+    def context(self, session: StorageSession) -> ProjectionContext:
+        """A rebuilding context that writes to the shadows."""
+        return ProjectionContext(
+            session,
+            rebuilding=True,
+            targets=self.targets,
+            cleared=set(self.started_empty),
+            written=self.written,
+        )

@@ -36,6 +36,10 @@ class DocumentSearch(Protocol):
         """Delete every document of ``collection``; return how many."""
         ...
 
+    async def move_documents(self, source: str, target: str) -> int:
+        """Replace every document of ``target`` with those of ``source``; return how many."""
+        ...
+
 
 class DocumentReadModel(Generic[T]):
     """A read model of ``model`` instances (dataclasses or pydantic models) in one collection.
@@ -67,13 +71,30 @@ class DocumentReadModel(Generic[T]):
         return self._codec.decode_python(data)  # type: ignore[no-any-return]
 
     def documents(self, context: ProjectionContext) -> DocumentBuffer[T]:
-        """The batch's buffer of this collection's documents."""
+        """The batch's buffer of this collection's documents (its shadow's, in a rebuild)."""
         buffer = context.buffers.get(self)
         if buffer is None:
-            buffer = DocumentBuffer(self, context.session, known_empty=self in context.cleared)
+            target: DocumentReadModel[T] = context.targets.get(self, self)
+            written = context.written.setdefault(target, {}) if target in context.cleared else None
+            buffer = DocumentBuffer(target, context.session, written=written)
             context.buffers[self] = buffer
             context.on_flush(buffer.flush)
         return buffer
+
+    def shadow(self) -> DocumentReadModel[T]:
+        """The same read model in ``<collection>__next``, where a rebuild writes."""
+        return DocumentReadModel(f"{self.collection}__next", self.model, key=self._key)
+
+    async def prepare_shadow(self, context: ProjectionContext) -> None:
+        """Empty the shadow collection."""
+        await _searchable(context.session).clear_documents(f"{self.collection}__next")
+
+    async def promote_shadow(self, context: ProjectionContext, *, keep_old: bool) -> None:
+        """Put the shadow's documents in place of the live ones, in one transaction."""
+        documents = _searchable(context.session)
+        if keep_old:
+            await documents.move_documents(self.collection, f"{self.collection}__old")
+        await documents.move_documents(f"{self.collection}__next", self.collection)
 
     async def clear(self, context: ProjectionContext) -> None:
         """Delete every document of the collection (a rebuild starts empty)."""
@@ -95,11 +116,17 @@ class DocumentBuffer(Generic[T]):
     """Documents of one collection read and changed during one projection batch."""
 
     def __init__(
-        self, model: DocumentReadModel[T], session: DocumentStore, *, known_empty: bool
+        self,
+        model: DocumentReadModel[T],
+        session: DocumentStore,
+        *,
+        written: dict[str, int] | None = None,
     ) -> None:
         self._model = model
         self._session = session
-        self._known_empty = known_empty
+        # For a collection known to have started empty: the versions of the documents
+        # written since (by this rebuild's batches); any other key is absent, unqueried.
+        self._written = written
         self._items: dict[str, T | None] = {}
         self._versions: dict[str, int] = {}
         self._dirty: set[str] = set()
@@ -108,7 +135,7 @@ class DocumentBuffer(Generic[T]):
         """The document (as changed so far in the batch), or None."""
         if key not in self._items:
             record = None
-            if not self._known_empty:
+            if self._written is None or key in self._written:
                 record = await self._session.load_document(self._model.collection, key)
             self._versions[key] = 0 if record is None else record.version
             self._items[key] = None if record is None else self._model.decode(record.data)
@@ -140,6 +167,11 @@ class DocumentBuffer(Generic[T]):
             elif version:
                 await self._session.delete_document(collection, key, expected_version=version)
                 self._versions[key] = 0
+            if self._written is not None:
+                if self._versions[key]:
+                    self._written[key] = self._versions[key]
+                else:
+                    self._written.pop(key, None)
         self._dirty.clear()
 
 

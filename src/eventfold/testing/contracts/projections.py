@@ -32,6 +32,7 @@ from eventfold.application.readside.projections import (
     ProjectionContext,
     ProjectionFailedError,
     ProjectionRunner,
+    ProjectionVersionError,
 )
 from eventfold.application.readside.queries import QueryOptions
 from eventfold.application.readside.read_models import DocumentReadModel
@@ -153,6 +154,64 @@ async def _wait_for_ledger(storage: Storage, stream_id: str, expected: list[int]
     except TimeoutError:
         found = await _ledger(storage, stream_id)
         msg = f"the ledger of {stream_id} is {found}, not {expected}, after 10 s"
+        raise AssertionError(msg) from None
+
+
+@dataclass(frozen=True)
+class Total:
+    """The sum of an account's deposits, as a document read model."""
+
+    account: str
+    amount: int
+
+
+totals = DocumentReadModel("totals", Total, key="account")
+
+
+class Totals(Projection):
+    """Deposits summed per account (version 1)."""
+
+    name: ClassVar[str] = "totals"
+    read_models: ClassVar[tuple[DocumentReadModel[Total], ...]] = (totals,)
+    factor: ClassVar[int] = 1
+    gate: asyncio.Event | None = None
+    reached: asyncio.Event | None = None
+
+    async def apply_Deposited(self, event: Deposited, context: ProjectionContext) -> None:  # noqa: N802
+        if self.gate is not None and self.reached is not None and context.rebuilding:
+            self.reached.set()  # mid-rebuild: let the test look at the live version
+            await self.gate.wait()
+        documents = totals.documents(context)
+        current = await documents.get(event.account)
+        amount = (current.amount if current else 0) + event.amount * self.factor
+        await documents.put(Total(event.account, amount))
+
+
+class TotalsV2(Totals):
+    """The same projection after a change to what it writes (ten times the amount)."""
+
+    version: ClassVar[int | str] = 2
+    factor: ClassVar[int] = 10
+
+
+class _Interrupted(Exception):  # noqa: N818 - stands for a rebuild interrupted by its operator
+    """A rebuild stopped half-way."""
+
+
+async def _total(storage: Storage, account: str, collection: str = "totals") -> int | None:
+    async with storage.transaction() as session:
+        record = await session.load_document(collection, account)
+    return None if record is None else int(json.loads(record.data)["amount"])
+
+
+async def _wait_for_total(storage: Storage, account: str, expected: int) -> None:
+    try:
+        async with asyncio.timeout(15):
+            while await _total(storage, account) != expected:
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        found = await _total(storage, account)
+        msg = f"the total of {account} is {found}, not {expected}, after 15 s"
         raise AssertionError(msg) from None
 
 
@@ -474,6 +533,90 @@ class ProjectionContract:
             first.stop()
             second.stop()
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+
+    async def test_a_rebuild_beside_serves_the_old_version_until_it_swaps_in_the_new(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        await _append(storage, registry, *[Deposited("a", 1) for _ in range(6)])
+        await ProjectionRunner(storage, registry, [Totals()]).catch_up("totals")
+        changed = TotalsV2()
+        changed.gate, changed.reached = asyncio.Event(), asyncio.Event()
+        rebuilding = asyncio.create_task(
+            ProjectionRunner(storage, registry, [changed], batch_size=2).rebuild("totals")
+        )
+        try:
+            await asyncio.wait_for(changed.reached.wait(), 10)
+            assert await _total(storage, "a") == 6, "queries answer from the old version"
+        finally:
+            changed.gate.set()
+        assert await asyncio.wait_for(rebuilding, 30) == 6
+        assert await _total(storage, "a") == 60, "the new version is a fold from scratch"
+        assert await _total(storage, "a", "totals__next") is None
+
+    async def test_a_rebuild_beside_that_was_interrupted_resumes_where_it_stopped(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        await _append(storage, registry, *[Deposited("a", 1) for _ in range(7)])
+        runner = ProjectionRunner(storage, registry, [TotalsV2()], batch_size=2)
+
+        def interrupt(done: int, total: int) -> None:
+            raise _Interrupted
+
+        with pytest.raises(_Interrupted):
+            await runner.rebuild("totals", on_progress=interrupt)
+        progress: list[tuple[int, int]] = []
+        await runner.rebuild("totals", on_progress=lambda *p: progress.append(p))
+
+        assert progress[0] == (4, 7), "the second run starts after the committed batch"
+        assert progress[-1] == (7, 7)
+        assert await _total(storage, "a") == 70
+
+    async def test_a_changed_projection_version_is_rebuilt_before_it_follows_the_log(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        await _append(storage, registry, Deposited("a", 1), Deposited("a", 2))
+        await ProjectionRunner(storage, registry, [Totals()]).catch_up("totals")
+        assert await _total(storage, "a") == 3
+
+        runner = ProjectionRunner(storage, registry, [TotalsV2()], max_idle_wait=0.05)
+        task = asyncio.create_task(runner.run())
+        try:
+            await _wait_for_total(storage, "a", 30)
+            await _append(storage, registry, Deposited("a", 4))
+            await _wait_for_total(storage, "a", 70)
+        finally:
+            runner.stop()
+            await asyncio.wait_for(task, 10)
+        assert (await projection_health(storage, "totals")).version == "2"
+
+    async def test_code_of_an_older_version_stops_instead_of_writing_into_the_new_one(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        await _append(storage, registry, Deposited("a", 1))
+        await ProjectionRunner(storage, registry, [TotalsV2()]).catch_up("totals")
+        await _append(storage, registry, Deposited("a", 1))
+
+        old = ProjectionRunner(storage, registry, [Totals()], max_idle_wait=0.05)
+        with pytest.raises(ProjectionVersionError, match="built by version 2"):
+            await old.catch_up("totals")
+        await asyncio.wait_for(old.run(), 10)  # it stops by itself
+
+        assert old.status("totals").state == "superseded"
+        assert await _total(storage, "a") == 10
+
+    async def test_a_rebuild_beside_can_keep_the_old_version(self, storage: Storage) -> None:
+        registry = _registry()
+        await _append(storage, registry, Deposited("a", 5))
+        await ProjectionRunner(storage, registry, [Totals()]).catch_up("totals")
+
+        await ProjectionRunner(storage, registry, [TotalsV2()]).rebuild("totals", keep_old=True)
+
+        assert await _total(storage, "a") == 50
+        assert await _total(storage, "a", "totals__old") == 5
 
     async def test_the_live_runner_picks_up_events_appended_after_it_started(
         self, storage: Storage
