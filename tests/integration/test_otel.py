@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from rich.console import Console
 
-from eventfold import DataSource, IdempotentConsumer, OutboxRelay
+from eventfold import DataSource, IdempotentConsumer, OutboxRelay, ProjectionRunner
 from eventfold.adapters.postgres import create_postgres_storage
 from eventfold.adapters.rabbitmq import create_rabbitmq_broker
 from eventfold.adapters.url import storage_from_url
@@ -176,6 +176,33 @@ async def test_a_projection_batch_makes_a_span_and_measures_the_lag(
     assert sum(span.attributes["eventfold.projection.events"] for span in batches) == logged
     (lag,) = telemetry.points("eventfold.projection.lag")
     assert lag.attributes == {"eventfold.projection": "order-summaries"}
+
+
+async def test_a_runner_measures_how_far_a_projection_is_behind(
+    telemetry: Telemetry, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    await run_demo(url, console=Console(file=io.StringIO()))
+    shop = bootstrap(url)
+
+    class Fresh(type(shop.projections[0])):  # type: ignore[misc]
+        name = "fresh-summaries"  # a projection that has applied nothing yet
+
+    runner = ProjectionRunner(shop.storage, shop.events, [Fresh()], batch_size=1)
+    try:
+        await runner.process_batch("fresh-summaries")
+        lag = await runner.lag("fresh-summaries")
+    finally:
+        await shop.close()
+
+    def gauge(metric: str) -> float:
+        points = telemetry.points(metric)
+        (value,) = [p.value for p in points if p.attributes["eventfold.projection"] == Fresh.name]
+        return float(value)
+
+    assert lag.events_behind > 0
+    assert gauge("eventfold.projection.behind") == lag.events_behind
+    assert gauge("eventfold.projection.held_back") == 0
 
 
 async def test_without_instrumentation_no_outbox_row_carries_a_trace(shop: Shop) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -47,7 +48,7 @@ from eventfold.ports.records import (
     StreamState,
 )
 from eventfold.ports.storage import Storage, StorageSession
-from eventfold.ports.telemetry import active_telemetry
+from eventfold.ports.telemetry import Telemetry, active_telemetry
 from eventfold.serialization import EventRegistry
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
 logger = logging.getLogger("eventfold.projections")
 
 _FIRST_IDLE_WAIT = 0.05  # seconds a live runner first pauses on an empty log
+_LAG_GAUGE_EVERY = 1.0  # seconds between lag measurements for telemetry, per projection
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (events done, events in total) while a projection rebuilds."""
@@ -327,6 +329,7 @@ class ProjectionRunner:
         self._stopping = asyncio.Event()
         self._notifier = storage if isinstance(storage, EventNotifier) else None
         self._types: dict[str, frozenset[str]] = {}
+        self._lag_measured: dict[str, float] = {}
 
     @property
     def projections(self) -> list[str]:
@@ -364,7 +367,20 @@ class ProjectionRunner:
             attributes = {"eventfold.projection": name}
             telemetry.record("eventfold.projection.lag", max(lag, 0.0), attributes)
             telemetry.add("eventfold.projection.events", len(records), attributes)
+        await self._measure_lag(telemetry, checkpoint_name(name, partition))
         return len(records)
+
+    async def _measure_lag(self, telemetry: Telemetry, name: str) -> None:
+        """Gauges of how far ``name`` is behind, committed and readable (at most 1/s)."""
+        now = time.monotonic()
+        if now - self._lag_measured.get(name, -_LAG_GAUGE_EVERY) < _LAG_GAUGE_EVERY:
+            return
+        self._lag_measured[name] = now
+        lag = await projection_lag(self._storage, name, self._clock())
+        attributes = {"eventfold.projection": name}
+        telemetry.gauge("eventfold.projection.behind", lag.events_behind, attributes)
+        telemetry.gauge("eventfold.projection.held_back", lag.unreadable, attributes)
+        telemetry.gauge("eventfold.projection.seconds_behind", lag.seconds_behind, attributes)
 
     async def _process_batch(self, name: str, partition: Partition | None) -> list[StoredEvent]:
         projection = self._projection(name)

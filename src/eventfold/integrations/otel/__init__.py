@@ -13,6 +13,9 @@ Metrics (instruments created on first use):
 - ``eventfold.request.duration`` (s, histogram): by request type and outcome
   (``success``, ``failure`` for a non-2xx result, ``error`` for an exception)
 - ``eventfold.projection.lag`` (s, histogram) and ``eventfold.projection.events``
+- ``eventfold.projection.behind`` (events readable, not yet applied),
+  ``eventfold.projection.held_back`` (committed, not yet readable behind an open writer)
+  and ``eventfold.projection.seconds_behind`` (gauges, at most once a second)
 - ``eventfold.outbox.published`` (relay throughput), ``eventfold.outbox.backlog`` and
   ``eventfold.outbox.dead_letters`` (gauges, each time the relay measures them)
 - ``eventfold.inbox.duplicates``: deliveries the inbox absorbed
