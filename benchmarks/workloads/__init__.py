@@ -29,6 +29,7 @@ def all_workloads() -> list[Workload]:
         log,
         mediator,
         projection,
+        rebuild,
         relay,
         telemetry,
     )
@@ -44,4 +45,5 @@ def all_workloads() -> list[Workload]:
         Workload("mediator", "8. mediator overhead, 4 behaviours", False, mediator.run),
         Workload("relay", "9. outbox relay → RabbitMQ with confirms", True, relay.run),
         Workload("telemetry", "10. telemetry hooks, off and on", False, telemetry.run),
+        Workload("rebuild", "11. rebuild into a table, many keys per page", True, rebuild.run),
     ]

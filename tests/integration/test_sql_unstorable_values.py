@@ -30,3 +30,17 @@ async def test_inserting_text_no_backend_can_store_names_the_column_and_stores_n
             await session.execute_sql(insert(notes).values(id=1, body=body))
         rows = await session.execute_sql(select(notes))
     assert (raised.value.field, rows) == ("body", [])
+
+
+async def test_inserting_many_rows_refuses_one_with_a_nul_by_column_and_stores_none(
+    sql_storage: Any,
+) -> None:
+    async with sql_storage.transaction() as session:
+        await session.execute_sql(CreateTable(notes, if_not_exists=True))
+    async with sql_storage.transaction() as session:
+        with pytest.raises(InvalidValueError) as raised:
+            await session.execute_sql_many(
+                insert(notes), [{"id": 1, "body": "fine"}, {"id": 2, "body": "a\x00b"}]
+            )
+        rows = await session.execute_sql(select(notes))
+    assert (raised.value.field, rows) == ("body", [])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 from uuid import UUID
@@ -18,7 +18,7 @@ from eventfold.adapters.sql.documents import (
     move_document_collection,
     search_document_records,
 )
-from eventfold.adapters.sql.statements import compile_statement
+from eventfold.adapters.sql.statements import compile_many, compile_statement
 from eventfold.application.readside.queries import QueryOptions, SearchResult
 from eventfold.domain.specification import FieldSet
 from eventfold.errors import CheckpointConflictError, ConcurrencyError, PersistenceError
@@ -583,6 +583,18 @@ class PostgresSession:
             rows, keys=keys, column_types=[attribute.type.oid for attribute in attributes]
         )
         return _decode_json(decoded, attributes)
+
+    async def execute_sql_many(
+        self, statement: Executable, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Run a statement that returns no rows once per row (same keys), pipelined."""
+        query, params = compile_many(statement, _DIALECT, rows)
+        if not params:
+            return
+        try:
+            await self._connection.executemany(query, params)
+        except DRIVER_ERRORS as exc:
+            raise translate(exc, self._store) from exc
 
     # -- driver calls, errors translated -------------------------------------------------
 

@@ -20,12 +20,36 @@ T = TypeVar("T")
 # PostgreSQL binds at most 32,767 parameters in one statement and SQLite 32,766: a batch
 # is written in as many statements as keep each one below that.
 _MAX_PARAMETERS = 30_000
+# Rows a rebuild keeps of what it wrote, so that the next batches need not read them back.
+_RECENT_ROWS = 50_000
 
 
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
     step = max(size, 1)
     for start in range(0, len(items), step):
         yield items[start : start + step]
+
+
+class _Written:
+    """What one rebuild wrote to a table that started empty: every key, the latest rows.
+
+    Only the rebuild writes to that table (its shadow), so a row it wrote is the row
+    stored: a later batch reads it from here instead of querying (up to ``_RECENT_ROWS``).
+    """
+
+    __slots__ = ("keys", "rows")
+
+    def __init__(self) -> None:
+        self.keys: set[Key] = set()
+        self.rows: dict[Key, dict[str, Any]] = {}
+
+
+def _by_keys(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """The rows grouped by the columns they name, each group in its first row's order."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
+    yield from groups.values()
 
 
 class TableReadModel:
@@ -139,15 +163,21 @@ class RowBuffer:
         self._known_empty = known_empty
         self._rows: dict[Key, dict[str, Any] | None] = {}
         self._dirty: set[Key] = set()
-        # Keys already written to the table (by this rebuild's batches so far); while the
-        # table is known to have started empty, every other key is absent without a query.
-        self._stored: set[Key] = context.written.setdefault(model, set()) if known_empty else set()
+        # What this rebuild's batches wrote to the table so far; while the table is known
+        # to have started empty, every other key is absent without a query.
+        written = context.written.setdefault(model, _Written()) if known_empty else _Written()
+        self._stored = written.keys
+        self._recent = written.rows
 
     async def get(self, *key: Any) -> dict[str, Any] | None:
         """The row with this primary key (as changed so far in the batch), or None."""
         if key not in self._rows:
-            absent = self._known_empty and key not in self._stored
-            self._rows[key] = None if absent else await self._load(key)
+            if self._known_empty and key not in self._stored:
+                self._rows[key] = None
+            elif (recent := self._recent.get(key)) is not None:
+                self._rows[key] = recent
+            else:
+                self._rows[key] = await self._load(key)
         row = self._rows[key]
         return dict(row) if row is not None else None
 
@@ -177,11 +207,25 @@ class RowBuffer:
                 condition = tuple_(*columns).in_(stale_keys)
             await self._context.execute(delete(table).where(condition))
         live = [row for key in keys if (row := self._rows[key]) is not None]
-        for rows in _chunks(live, _MAX_PARAMETERS // len(table.columns)):
-            await self._context.execute(insert(table).values(rows))
+        execute_many = getattr(self._context.session, "execute_sql_many", None)
+        if execute_many is not None:
+            # One statement compiled once and run for every row (executemany): compiling a
+            # multi-row VALUES afresh for each batch cost more than writing it.
+            for rows in _by_keys(live):
+                await execute_many(insert(table), rows)
+        else:
+            for rows in _chunks(live, _MAX_PARAMETERS // len(table.columns)):
+                await self._context.execute(insert(table).values(rows))
         if self._known_empty:
             self._stored.update(self._model.key_of(row) for row in live)
             self._stored.difference_update(k for k in keys if self._rows[k] is None)
+            recent = self._recent
+            for key in keys:
+                recent.pop(key, None)
+                if (row := self._rows[key]) is not None:
+                    recent[key] = row
+            while len(recent) > _RECENT_ROWS:  # the oldest go first: looked up if needed
+                del recent[next(iter(recent))]
         self._dirty.clear()
 
     async def _load(self, key: Key) -> dict[str, Any] | None:

@@ -30,7 +30,7 @@ from sqlalchemy.sql.type_api import TypeEngine
 from eventfold.domain.storable import check_value
 from eventfold.errors import ConfigurationError
 
-__all__ = ["CompiledStatement", "compile_statement"]
+__all__ = ["CompiledStatement", "compile_many", "compile_statement"]
 
 _Processor = Callable[[Any], Any] | None
 
@@ -163,6 +163,41 @@ def compile_statement(statement: Executable, dialect: Dialect) -> CompiledStatem
         tuple(column.type for column in columns),
         dialect,
     )
+
+
+def compile_many(
+    statement: Executable, dialect: Dialect, rows: Sequence[Mapping[str, Any]]
+) -> tuple[str, list[list[Any]]]:
+    """Render ``statement`` once for rows that all bind the same keys; one parameter list each.
+
+    For ``executemany``: the statement (an ``INSERT`` of a table, say) is compiled a
+    single time, and every row's values are checked and bind-processed as
+    :func:`compile_statement` does for one.
+    """
+    if not isinstance(statement, ClauseElement) or not dialect.positional:
+        msg = "compile_many needs a SQLAlchemy Core statement and a positional dialect"
+        raise ConfigurationError(msg)
+    if not rows:
+        return "", []
+    compiled = statement.compile(dialect=dialect, column_keys=list(rows[0]))
+    if not isinstance(compiled, SQLCompiler):
+        msg = f"cannot bind rows to {type(statement).__name__}"
+        raise ConfigurationError(msg)
+    names = compiled.positiontup or ()
+    fields = [_field_of(compiled, name) for name in names]
+    processors = [_processor_for(compiled, compiled._bind_processors, name) for name in names]
+    in_utc = dialect.name == "sqlite"
+    params: list[list[Any]] = []
+    for row in rows:
+        values = compiled.construct_params(params=dict(row))
+        _apply_python_defaults(compiled, values)
+        bound = []
+        for name, field, processor in zip(names, fields, processors, strict=True):
+            value = values[name]
+            _check_storable(field, value)
+            bound.append(_bind(processor, _in_utc(value) if in_utc else value))
+        params.append(bound)
+    return compiled.string, params
 
 
 def _check_storable(field: str, value: Any) -> None:

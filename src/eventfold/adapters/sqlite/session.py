@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from uuid import UUID, SafeUUID
@@ -22,7 +22,7 @@ from eventfold.adapters.sql.documents import (
     move_document_collection,
     search_document_records,
 )
-from eventfold.adapters.sql.statements import compile_statement
+from eventfold.adapters.sql.statements import compile_many, compile_statement
 from eventfold.application.readside.queries import QueryOptions, SearchResult
 from eventfold.domain.specification import FieldSet
 from eventfold.errors import (
@@ -591,6 +591,14 @@ class SqliteSession:
             return await self._run(work)
         # Any other statement may write: treat it as one, so its commit is awaited.
         return await self._write(work)
+
+    async def execute_sql_many(
+        self, statement: Executable, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Run a statement that returns no rows once per row (same keys), in one hop."""
+        query, params = compile_many(statement, _DIALECT, rows)
+        if params:
+            await self._write(lambda db: db.executemany(query, params))
 
 
 def _begin_then(db: Db, work: Callable[[Db], T]) -> T:

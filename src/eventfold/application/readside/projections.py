@@ -525,7 +525,11 @@ class ProjectionRunner:
             try:
                 done += await self._swap(projection, state, keep_old=keep_old)
             except ConcurrencyError:
-                continue  # the live runner moved its checkpoint meanwhile: swap again
+                # The live runner moved its checkpoint meanwhile: swap again. What the
+                # rolled-back attempt wrote is gone, so nothing known of the shadow holds.
+                state.started_empty.clear()
+                state.written.clear()
+                continue
             break
         if on_progress is not None:
             on_progress(done, max(total, done))
