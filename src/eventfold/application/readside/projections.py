@@ -577,6 +577,10 @@ class ProjectionRunner:
         name, shadow = projection.name, shadow_name(projection.name)
         async with self._storage.transaction() as session:
             position = await session.load_checkpoint(shadow) or LOG_START
+            # Read the head first (as a live batch does): the filtered reads below see
+            # everything readable then, so the swapped-in checkpoint moves past the events
+            # this projection does not handle, and its lag after a rebuild is none.
+            head = await session.log_head()
             live_health, live_version = await load_health(session, name)
             context = state.context(session)
             done = 0
@@ -585,6 +589,7 @@ class ProjectionRunner:
             ):
                 await self._apply_all(projection, records, context, live_health.skipped_ids)
                 position, done = records[-1].log_position, done + len(records)
+            position = max(position, head)
             await context.flush()
             for model in projection.read_models:
                 await model.promote_shadow(context, keep_old=keep_old)  # type: ignore[attr-defined]

@@ -608,6 +608,17 @@ class ProjectionContract:
         assert old.status("totals").state == "superseded"
         assert await _total(storage, "a") == 10
 
+    async def test_a_rebuild_beside_leaves_no_lag_behind_events_it_does_not_handle(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        await _append(storage, registry, Deposited("a", 5), Withdrawn("a", 1))
+        runner = ProjectionRunner(storage, registry, [TotalsV2()])
+
+        assert await runner.rebuild("totals") == 1
+
+        assert (await runner.lag("totals")).events_behind == 0
+
     async def test_a_rebuild_beside_can_keep_the_old_version(self, storage: Storage) -> None:
         registry = _registry()
         await _append(storage, registry, Deposited("a", 5))
