@@ -39,7 +39,7 @@ from eventfold.domain.dispatch import find_handler
 from eventfold.domain.errors import ConfigurationError, EventfoldError
 from eventfold.domain.events import EventMetadata
 from eventfold.domain.personal_data import SubjectForgotten, has_personal_data
-from eventfold.errors import ConcurrencyError, StoreUnavailableError
+from eventfold.errors import CheckpointConflictError, ConcurrencyError, StoreUnavailableError
 from eventfold.ports.records import (
     LOG_START,
     HorizonBlocker,
@@ -593,10 +593,14 @@ class ProjectionRunner:
             await context.flush()
             for model in projection.read_models:
                 await model.promote_shadow(context, keep_old=keep_old)  # type: ignore[attr-defined]
-            # Compare-and-set: a live runner that moved the checkpoint since makes this
-            # whole swap roll back, and it is tried again from the shadow's checkpoint.
+            # The live version may have applied events this transaction's reads did not
+            # see yet (a reader's snapshot older than its first write): swapping now would
+            # lose their effect, so the swap rolls back and is tried again. A live runner
+            # that moves the checkpoint after this makes the compare-and-set fail, too.
             live = await session.load_checkpoint(name)
-            await session.save_checkpoint(name, max(position, live or LOG_START), expected=live)
+            if live is not None and live > position:
+                raise CheckpointConflictError(name, position, live)
+            await session.save_checkpoint(name, position, expected=live)
             await session.save_checkpoint(shadow, position, expected=StreamState.ANY)
             swapped = replace(live_health, parked=None, version=str(projection.version))
             await save_health(session, swapped, live_version)

@@ -554,6 +554,29 @@ class ProjectionContract:
         assert await _total(storage, "a") == 60, "the new version is a fold from scratch"
         assert await _total(storage, "a", "totals__next") is None
 
+    async def test_a_swap_that_the_live_version_overtook_takes_in_what_it_applied_meanwhile(
+        self, storage: Storage
+    ) -> None:
+        registry = _registry()
+        await _append(storage, registry, Deposited("a", 1), Deposited("a", 2))
+        live = ProjectionRunner(storage, registry, [Totals()])
+        await live.catch_up("totals")
+        changed = TotalsV2()
+        changed.gate, changed.reached = asyncio.Event(), asyncio.Event()
+        rebuilding = asyncio.create_task(
+            ProjectionRunner(storage, registry, [changed]).rebuild("totals")
+        )
+        try:
+            await asyncio.wait_for(changed.reached.wait(), 10)  # inside the swap
+            await _append(storage, registry, Deposited("a", 4))
+            assert await live.catch_up("totals") == 1  # the live version moves ahead
+        finally:
+            changed.gate.set()
+        await asyncio.wait_for(rebuilding, 30)
+
+        assert await _total(storage, "a") == 70, "the swapped version misses no event"
+        assert await ProjectionRunner(storage, registry, [TotalsV2()]).catch_up("totals") == 0
+
     async def test_a_rebuild_beside_that_was_interrupted_resumes_where_it_stopped(
         self, storage: Storage
     ) -> None:
