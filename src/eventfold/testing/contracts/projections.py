@@ -146,14 +146,19 @@ async def _ledger(storage: Storage, stream_id: str, collection: str = "ledger") 
     return json.loads(record.data) if record is not None else []
 
 
+_WAIT = 60.0
+"""Seconds a contract test waits for a runner or a worker to get somewhere: a bound
+against hanging on a loaded machine with a busy shared database, not a measure."""
+
+
 async def _wait_for_ledger(storage: Storage, stream_id: str, expected: list[int]) -> None:
     try:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(_WAIT):
             while await _ledger(storage, stream_id) != expected:
                 await asyncio.sleep(0.02)
     except TimeoutError:
         found = await _ledger(storage, stream_id)
-        msg = f"the ledger of {stream_id} is {found}, not {expected}, after 10 s"
+        msg = f"the ledger of {stream_id} is {found}, not {expected}, after {_WAIT} s"
         raise AssertionError(msg) from None
 
 
@@ -206,12 +211,12 @@ async def _total(storage: Storage, account: str, collection: str = "totals") -> 
 
 async def _wait_for_total(storage: Storage, account: str, expected: int) -> None:
     try:
-        async with asyncio.timeout(15):
+        async with asyncio.timeout(_WAIT):
             while await _total(storage, account) != expected:
                 await asyncio.sleep(0.02)
     except TimeoutError:
         found = await _total(storage, account)
-        msg = f"the total of {account} is {found}, not {expected}, after 15 s"
+        msg = f"the total of {account} is {found}, not {expected}, after {_WAIT} s"
         raise AssertionError(msg) from None
 
 
@@ -338,7 +343,7 @@ class ProjectionContract:
         await _wait_until(lambda: runner.status("balances").state == "failed")
         await _wait_for_balance(storage, "a", 2, "deposit_count")
         runner.stop()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, _WAIT)
 
         failure = runner.status("balances").failure
         assert failure is not None
@@ -448,7 +453,7 @@ class ProjectionContract:
             await _wait_until(lambda: runner.status("balances").state == "running")
         finally:
             runner.stop()
-            await asyncio.wait_for(task, 5)
+            await asyncio.wait_for(task, _WAIT)
 
     async def test_a_projection_reads_only_the_event_types_it_handles(
         self, storage: Storage
@@ -525,14 +530,14 @@ class ProjectionContract:
             assert set(first.owned).isdisjoint(second.owned)
             await _append(storage, registry, *[Deposited(f"w{n}", 1) for n in range(8)])
             second.stop()
-            await asyncio.wait_for(tasks[1], 10)
+            await asyncio.wait_for(tasks[1], _WAIT)
             await _wait_until(lambda: len(first.owned) == 4, what="the survivor owning all four")
             for n in range(8):
                 await _wait_for_ledger(storage, f"account-w{n}", [1])
         finally:
             first.stop()
             second.stop()
-            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), _WAIT)
 
     async def test_a_rebuild_beside_serves_the_old_version_until_it_swaps_in_the_new(
         self, storage: Storage
@@ -546,11 +551,11 @@ class ProjectionContract:
             ProjectionRunner(storage, registry, [changed], batch_size=2).rebuild("totals")
         )
         try:
-            await asyncio.wait_for(changed.reached.wait(), 10)
+            await asyncio.wait_for(changed.reached.wait(), _WAIT)
             assert await _total(storage, "a") == 6, "queries answer from the old version"
         finally:
             changed.gate.set()
-        assert await asyncio.wait_for(rebuilding, 30) == 6
+        assert await asyncio.wait_for(rebuilding, _WAIT) == 6
         assert await _total(storage, "a") == 60, "the new version is a fold from scratch"
         assert await _total(storage, "a", "totals__next") is None
 
@@ -612,7 +617,7 @@ class ProjectionContract:
             await _wait_for_total(storage, "a", 70)
         finally:
             runner.stop()
-            await asyncio.wait_for(task, 10)
+            await asyncio.wait_for(task, _WAIT)
         assert (await projection_health(storage, "totals")).version == "2"
 
     async def test_code_of_an_older_version_stops_instead_of_writing_into_the_new_one(
@@ -626,7 +631,7 @@ class ProjectionContract:
         old = ProjectionRunner(storage, registry, [Totals()], max_idle_wait=0.05)
         with pytest.raises(ProjectionVersionError, match="built by version 2"):
             await old.catch_up("totals")
-        await asyncio.wait_for(old.run(), 10)  # it stops by itself
+        await asyncio.wait_for(old.run(), _WAIT)  # it stops by itself
 
         assert old.status("totals").state == "superseded"
         assert await _total(storage, "a") == 10
@@ -658,12 +663,13 @@ class ProjectionContract:
         registry = _registry()
         runner = ProjectionRunner(storage, registry, [Balances()], max_idle_wait=0.05)
         task = asyncio.create_task(runner.run())
-        await asyncio.sleep(0.1)
-
-        await _append(storage, registry, Deposited("c", 4))
-        await _wait_for_balance(storage, "c", 4)
-        runner.stop()
-        await asyncio.wait_for(task, 5)
+        try:
+            await asyncio.sleep(0.1)
+            await _append(storage, registry, Deposited("c", 4))
+            await _wait_for_balance(storage, "c", 4)
+        finally:
+            runner.stop()
+            await asyncio.wait_for(task, _WAIT)
 
     async def test_rebuild_replays_everything_and_reports_progress(self, storage: Storage) -> None:
         registry = _registry()
@@ -794,7 +800,7 @@ async def _applications(storage: Storage) -> list[int]:
     return [item.count for item in found]
 
 
-async def _wait_until(condition: Any, seconds: float = 10.0, what: str = "a condition") -> None:
+async def _wait_until(condition: Any, seconds: float = _WAIT, what: str = "a condition") -> None:
     try:
         async with asyncio.timeout(seconds):
             while not condition():
@@ -807,9 +813,14 @@ async def _wait_until(condition: Any, seconds: float = 10.0, what: str = "a cond
 async def _wait_for_balance(
     storage: Storage, key: str, expected: int, collection: str = "balances"
 ) -> None:
-    async with asyncio.timeout(5):
-        while await _balance(storage, key, collection) != expected:
-            await asyncio.sleep(0.02)
+    try:
+        async with asyncio.timeout(_WAIT):
+            while await _balance(storage, key, collection) != expected:
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        found = await _balance(storage, key, collection)
+        msg = f"the {collection} balance of {key} is {found}, not {expected}, after {_WAIT} s"
+        raise AssertionError(msg) from None
 
 
 @dataclass(frozen=True)

@@ -114,19 +114,24 @@ async def append(
     return version
 
 
-async def until_readable(storage: Storage, stream_id: str, seconds: float = 10.0) -> None:
+async def until_readable(storage: Storage, stream_id: str, seconds: float = 60.0) -> None:
     """Wait until the global log shows the last event of ``stream_id``.
 
     A gap-free log never passes a transaction still in progress anywhere on the server,
     so on a shared, busy database a committed event may become readable a moment later.
+    ``seconds`` bounds the wait against hanging on a loaded machine; it is not a measure.
     """
-    async with asyncio.timeout(seconds):
-        while True:
-            async with storage.transaction() as session:
-                last = (await session.read_stream(stream_id))[-1:]
-                if not last or await session.log_head() >= last[0].log_position:
-                    return
-            await asyncio.sleep(0.01)
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                async with storage.transaction() as session:
+                    last = (await session.read_stream(stream_id))[-1:]
+                    if not last or await session.log_head() >= last[0].log_position:
+                        return
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        msg = f"the last event of {stream_id} was not readable in the global log after {seconds} s"
+        raise AssertionError(msg) from None
 
 
 async def read(storage: Storage, stream_id: str) -> list[StoredEvent]:
