@@ -161,7 +161,7 @@ class Setup:
         return cart
 
 
-def make_setup(**options: Any) -> Setup:
+def make_setup(cache_type: type[SwitchableCache] | None = None, **options: Any) -> Setup:
     db = Database()
     registry: PersistenceRegistry[Any] = PersistenceRegistry()
     registry.register_operation(Cart, db)
@@ -175,7 +175,7 @@ def make_setup(**options: Any) -> Setup:
 
     inner = PersistenceDispatcher(registry, {"default": open_unit})
     clock = Clock()
-    cache = SwitchableCache(clock)
+    cache = (cache_type or SwitchableCache)(clock)
     dispatcher = CachingPersistenceDispatcher(inner, cache, ttl=60, clock=clock, **options)
     return Setup(db, cache, clock, dispatcher)
 
@@ -405,3 +405,39 @@ async def test_while_an_invalidation_is_pending_reads_skip_the_cache(setup: Setu
     [cart] = await setup.dispatcher.fetch_domain(Cart, ["c-1"])
     assert cart.state.items == ["apple", "pear"]
     assert setup.dispatcher.pending_invalidations == 1
+
+
+class GatedCache(SwitchableCache):
+    """Holds the first delete after ``gate`` is set up, as a slow cache server would."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.gate: asyncio.Event | None = None
+        self.held = asyncio.Event()
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        self._check()
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            self.held.set()
+            await gate.wait()
+        await super().delete_many(keys)
+
+
+async def test_a_write_whose_invalidation_fails_during_a_replay_stays_pending() -> None:
+    setup = make_setup(GatedCache)
+    cache, dispatcher = setup.cache, setup.dispatcher
+    assert isinstance(cache, GatedCache)
+    await setup.put("c-1", "apple")
+    cache.down = True
+    await setup.put("c-1", "pear")  # committed; the invalidation is remembered
+    cache.down, setup.clock.now = False, setup.clock.now + 2
+    gate = cache.gate = asyncio.Event()
+    replaying = asyncio.create_task(dispatcher.fetch_domain(Cart, ["c-1"]))
+    await asyncio.wait_for(cache.held.wait(), 10)  # the replay bumped the generation
+    cache.down = True
+    await setup.put("c-1", "plum")  # committed while the replay runs; its invalidation fails
+    cache.down = False
+    gate.set()
+    await asyncio.wait_for(replaying, 10)
+    assert dispatcher.pending_invalidations == 1

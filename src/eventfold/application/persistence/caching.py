@@ -195,7 +195,9 @@ class CachingPersistenceDispatcher(Generic[U]):
         for cls, codec in (codecs or {}).items():
             self._codecs["d", cls] = self._codecs["q", cls] = codec
         self._health = _CacheHealth(retry_after, warn_interval, clock)
-        self._pending: dict[str, bool] = {}  # base -> whether it also needs a lease
+        # base -> its latest remembered invalidation (a new object at each write, so a
+        # replay forgets only the one it carried out, never a write's that came meanwhile)
+        self._pending: dict[str, _Pending] = {}
 
     @property
     def pending_invalidations(self) -> int:
@@ -370,18 +372,23 @@ class CachingPersistenceDispatcher(Generic[U]):
     async def _invalidate(self, bases: list[str], *, lease: bool = False) -> bool:
         """Bump generations and delete entries; remember the bases if the cache is down."""
         for base in bases:
-            self._pending[base] = self._pending.get(base, False) or lease
+            earlier = self._pending.get(base)
+            self._pending[base] = _Pending(lease or (earlier is not None and earlier.lease))
         if not self._health.may_try():
             return False
         try:
-            for base, leased in sorted(self._pending.items()):
-                if leased:
+            for base, pending in sorted(self._pending.items(), key=lambda item: item[0]):
+                if pending.lease:
                     await self._cache.set(_lease_key(base), "1", ttl=self._lease)
                 await self._cache.incr(_generation_key(base), ttl=self._generation_ttl)
                 await self._cache.delete_many([_entry_key("d", base), _entry_key("q", base)])
-                # Another task replaying the same remembered invalidations may have
-                # finished this one first.
-                self._pending.pop(base, None)
+                # Forget only this invalidation: a write that committed while it ran
+                # registered its own, which must still be carried out (by its writer or
+                # a later replay), else a reader that loaded before that write could
+                # cache the old value under the generation bumped here. Another task
+                # replaying the same one may have finished it first.
+                if self._pending.get(base) is pending:
+                    del self._pending[base]
         except PersistenceError as exc:
             self._health.failed(exc)
             return False
@@ -395,6 +402,15 @@ class CachingPersistenceDispatcher(Generic[U]):
 
     def _base(self, entity_type: type, key: object) -> str:
         return f"{self._namespace}:{entity_type.__module__}.{entity_type.__qualname__}:{key}"
+
+
+class _Pending:
+    """One remembered invalidation of an entity, and whether it also needs a lease."""
+
+    __slots__ = ("lease",)
+
+    def __init__(self, lease: bool) -> None:
+        self.lease = lease
 
 
 class _CacheHealth:
