@@ -39,6 +39,7 @@ _GROUPS = (
     ("dead-letters", "eventfold.cli.dead_letters"),
     ("admin", "eventfold.cli.admin"),
     ("sagas", "eventfold.cli.sagas"),
+    ("processes", "eventfold.cli.processes"),
 )
 
 

@@ -26,24 +26,48 @@ and then finds the version moved (:class:`~eventfold.errors.ConcurrencyError`: t
 is retried from the start, with the new state); on SQLite the write lock does the same
 for the whole database; in memory a lock per instance. Reactions must not call other
 services directly: what they decide goes out as commands and outbox rows, after commit.
+
+**Interventions.** A reaction that fails with a fault (any error but a refusal: a
+:class:`~eventfold.errors.DomainError` or :class:`ProcessCommandError`) is tried again
+with tenacity's backoff (``retry=``, a :class:`RetryPolicy`). When it keeps failing, or
+when it refuses with an error type its :class:`Reaction` lists in ``escalate``, the
+instance is saved as needing intervention with the error and the event it failed on,
+the delivery is acknowledged, and ``on_intervention`` is called once. The instance's
+later events are kept, in order, in its document and applied only after an operator
+:meth:`ProcessRunner.retry` (the failed event again) or :meth:`ProcessRunner.resolve`
+(a note, and on past that event): one instance's events never apply out of order.
+Other refusals are raised, as before, to the caller (the broker's retries and dead
+letters).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
 from eventfold.application.cqrs.mediator import Mediator
+from eventfold.application.messaging.outbox import RetryPolicy
 from eventfold.application.messaging.scheduler import scheduled_message
 from eventfold.application.persistence.unit_of_work import DataSource, UnitOfWork
-from eventfold.domain.errors import ConfigurationError
+from eventfold.application.readside.queries import QueryOptions
+from eventfold.application.readside.read_models import DocumentSearch
+from eventfold.domain.errors import (
+    ConfigurationError,
+    DomainError,
+    EntityNotFoundError,
+    InvalidStateError,
+)
+from eventfold.domain.specification import FieldSet, SpecificationBuilder
 from eventfold.errors import ConcurrencyError, EventfoldError
 from eventfold.ports.broker import Delivery
 from eventfold.ports.records import LOG_START
@@ -55,10 +79,15 @@ __all__ = [
     "PROCESS_COLLECTION",
     "ProcessCommandError",
     "ProcessContext",
+    "ProcessEntry",
     "ProcessInstance",
+    "ProcessIntervention",
+    "ProcessInterventionAlert",
     "ProcessManager",
     "ProcessRunner",
     "Reaction",
+    "load_process_instance",
+    "process_interventions",
 ]
 
 _log = logging.getLogger("eventfold.processes")
@@ -70,6 +99,10 @@ PROCESS_COLLECTION = "eventfold.processes"
 """The document collection process instances are kept in."""
 
 _CONFLICT_RETRIES = 10
+_ERROR_LENGTH = 2000
+_DEFAULT_RETRY = RetryPolicy(max_attempts=3, initial=0.2, maximum=10.0, jitter=0.2)
+_FIELDS = FieldSet("ProcessInstance", {"process": str, "key": str, "status": str})
+NEEDS_INTERVENTION = "needs_intervention"
 # Per storage, per instance: a lock and how many reactions hold or wait for it.
 _LOCKS: weakref.WeakKeyDictionary[Storage, dict[str, tuple[asyncio.Lock, int]]] = (
     weakref.WeakKeyDictionary()
@@ -137,6 +170,31 @@ class Reaction(Generic[S]):
     key: Callable[[Any], object]
     react: React[S]
     starts: bool = False
+    escalate: tuple[type[Exception], ...] = ()
+    """Refusal types that need a person: the instance waits for an operator, untried."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessIntervention:
+    """Why an instance waits for a person: the event it failed on and the error."""
+
+    event_id: str
+    event_type: str
+    error: str
+    at: str
+    """When it failed (ISO 8601)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessEntry:
+    """A line of an instance's intervention history."""
+
+    at: str
+    event_id: str
+    outcome: str
+    """``needs_intervention``, ``retried``, ``retry failed`` or ``resolved``."""
+    error: str | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +208,22 @@ class ProcessInstance:
     handled: int
     """How many events this instance applied."""
     version: int
+    intervention: ProcessIntervention | None = None
+    history: tuple[ProcessEntry, ...] = ()
+    failed_event: dict[str, Any] | None = None
+    held: tuple[dict[str, Any], ...] = ()
+    """The later events waiting, in order, for the intervention to end."""
+
+    @property
+    def status(self) -> str:
+        """``needs_intervention``, ``completed`` or ``active``."""
+        if self.intervention is not None:
+            return NEEDS_INTERVENTION
+        return "completed" if self.completed else "active"
+
+
+ProcessInterventionAlert = Callable[[ProcessInstance], Awaitable[None]]
+"""Called with an instance that has just come to need a person."""
 
 
 class ProcessManager(Generic[S]):
@@ -208,14 +282,27 @@ class ProcessRunner:
         processes: Iterable[ProcessManager[Any]],
         *,
         schedules: ScheduleWriter | None = None,
+        retry: RetryPolicy | None = None,
+        on_intervention: ProcessInterventionAlert | None = None,
     ) -> None:
-        """``schedules`` keeps the messages processes schedule (``schedule_store_for``)."""
+        """``schedules`` keeps the messages processes schedule (``schedule_store_for``).
+
+        ``retry`` paces a reaction's attempts after a fault; ``on_intervention`` is
+        called with an instance that has just come to need a person (its errors are
+        logged, never raised)."""
+        self._retry = retry or _DEFAULT_RETRY
+        self._on_intervention = on_intervention
         self._source = source
         self._mediator = mediator
         self._processes = {process.name: process for process in processes}
         self._schedules = schedules
         # Shared by every runner of this storage in this process.
         self._locks = _LOCKS.setdefault(source.storage, {})
+
+    @property
+    def storage(self) -> Storage:
+        """The storage the instances are kept in."""
+        return self._source.storage
 
     @property
     def event_types(self) -> set[type]:
@@ -291,16 +378,66 @@ class ProcessRunner:
             record = await session.load_document(PROCESS_COLLECTION, manager.instance_id(key))
         return None if record is None else _instance(record.data, record.version)
 
+    async def pending_interventions(self) -> list[ProcessInstance]:
+        """The instances (of every process) waiting for an operator, oldest failure first."""
+        return await process_interventions(self._source.storage)
+
+    async def retry(self, process: str, key: object) -> ProcessInstance:
+        """Apply the event an instance failed on again, then the events waiting after it."""
+        manager = self._known(process)
+        async with self._instance_lock(manager.instance_id(str(key))):
+            instance = await self._needing(manager, str(key))
+            assert instance.failed_event is not None
+            incoming = self._incoming(instance.failed_event)
+            reaction = manager.reaction_to(incoming.event)
+            if reaction is not None:
+                await self._settle(manager, reaction, incoming, str(key), replay="failed")
+            await self._drain(manager, str(key))
+        return await self._require(manager, str(key))
+
+    async def resolve(self, process: str, key: object, *, note: str) -> ProcessInstance:
+        """Go on past the failed event (put right by hand, ``note`` says how), then the rest."""
+        manager = self._known(process)
+        if not note.strip():
+            raise InvalidStateError("resolving an intervention needs a note saying what was done")
+        instance_id = manager.instance_id(str(key))
+        async with self._instance_lock(instance_id):
+            instance = await self._needing(manager, str(key))
+            assert instance.intervention is not None
+            entry = ProcessEntry(self._now(), instance.intervention.event_id, "resolved", note=note)
+            resolved = replace(
+                instance,
+                intervention=None,
+                failed_event=None,
+                history=(*instance.history, entry),
+            )
+            async with self._source.storage.transaction() as session:
+                await session.save_document(
+                    PROCESS_COLLECTION,
+                    instance_id,
+                    _encode(resolved),
+                    expected_version=instance.version,
+                )
+            await self._drain(manager, str(key))
+        return await self._require(manager, str(key))
+
     async def _apply(
         self, process: ProcessManager[Any], reaction: Reaction[Any], incoming: _Incoming
     ) -> None:
         key = str(reaction.key(incoming.event))
-        instance_id = process.instance_id(key)
+        async with self._instance_lock(process.instance_id(key)):
+            if await self._settle(process, reaction, incoming, key, replay=None):
+                # Events kept behind an intervention an operator ended, whose drain was cut
+                # short (a crash): they go on now, before this one.
+                await self._drain(process, key)
+
+    @contextlib.asynccontextmanager
+    async def _instance_lock(self, instance_id: str) -> AsyncIterator[None]:
         lock, users = self._locks.get(instance_id, (asyncio.Lock(), 0))
         self._locks[instance_id] = (lock, users + 1)
         try:
             async with lock:  # one instance at a time within this process, too
-                await self._react_until_settled(process, reaction, incoming, key)
+                yield
         finally:
             lock, users = self._locks[instance_id]
             if users == 1:  # the last one out forgets the lock: the map stays small
@@ -308,12 +445,165 @@ class ProcessRunner:
             else:
                 self._locks[instance_id] = (lock, users - 1)
 
-    async def _react_until_settled(
-        self, process: ProcessManager[Any], reaction: Reaction[Any], incoming: _Incoming, key: str
+    async def _settle(
+        self,
+        process: ProcessManager[Any],
+        reaction: Reaction[Any],
+        incoming: _Incoming,
+        key: str,
+        *,
+        replay: str | None,
+    ) -> bool:
+        """React, retrying faults; a reaction that keeps failing holds the instance.
+
+        True when the event was kept behind earlier ones no intervention holds any more.
+        """
+
+        def retryable(exc: BaseException) -> bool:
+            return isinstance(exc, Exception) and not _refusal(exc)
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(max(1, self._retry.max_attempts)),
+            wait=self._retry.wait(),
+            retry=retry_if_exception(retryable),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._react_until_settled(process, reaction, incoming, key, replay)
+        except ConcurrencyError:
+            raise  # the instance kept moving: the delivery is retried from the start
+        except Exception as exc:
+            if _refusal(exc) and not isinstance(exc, reaction.escalate):
+                raise
+            await self._hold(process, reaction, incoming, key, exc, replay=replay)
+        return False
+
+    async def _hold(
+        self,
+        process: ProcessManager[Any],
+        reaction: Reaction[Any],
+        incoming: _Incoming,
+        key: str,
+        exc: Exception,
+        *,
+        replay: str | None,
     ) -> None:
+        """Save the instance as needing intervention on ``incoming``, then alert once."""
+        error = f"{type(exc).__name__}: {exc}"[:_ERROR_LENGTH]
+        _log.error("process %s (%s) needs intervention: %s", process.name, key, error)
+        instance_id = process.instance_id(key)
+        async with self._source.storage.transaction() as session:
+            if replay is None and not await session.mark_processed(
+                incoming.event_id, f"process:{process.name}"
+            ):
+                return  # applied meanwhile by another worker
+            record = await session.load_document(PROCESS_COLLECTION, instance_id)
+            if record is None and not reaction.starts:
+                raise exc  # it failed before any reaction ran: no instance to hold
+            instance = (
+                ProcessInstance(process.name, key, process.encode(process.initial()), False, 0, 0)
+                if record is None
+                else _instance(record.data, record.version)
+            )
+            now = self._now()
+            event = self._stored(incoming)
+            held = instance.held[1:] if replay == "held" else instance.held
+            intervention = ProcessIntervention(str(incoming.event_id), event["type"], error, now)
+            entry = ProcessEntry(now, str(incoming.event_id), NEEDS_INTERVENTION, error=error)
+            if replay == "failed":
+                entry = ProcessEntry(now, str(incoming.event_id), "retry failed", error=error)
+            held_instance = replace(
+                instance,
+                intervention=intervention,
+                failed_event=event,
+                held=held,
+                history=(*instance.history, entry),
+            )
+            version = await session.save_document(
+                PROCESS_COLLECTION,
+                instance_id,
+                _encode(held_instance),
+                expected_version=instance.version,
+            )
+        await self._alert(replace(held_instance, version=version))
+
+    async def _alert(self, instance: ProcessInstance) -> None:
+        if self._on_intervention is None:
+            return
+        try:
+            await self._on_intervention(instance)
+        except Exception:  # noqa: BLE001 - an alert that fails must not undo the saved state
+            _log.exception("the intervention alert for process %s failed", instance.key)
+
+    async def _drain(self, process: ProcessManager[Any], key: str) -> None:
+        """Apply the events kept behind an ended intervention, oldest first."""
+        while True:
+            instance = await self._require(process, key)
+            if instance.intervention is not None or not instance.held:
+                return
+            incoming = self._incoming(instance.held[0])
+            reaction = process.reaction_to(incoming.event)
+            if reaction is None:  # the process no longer reacts to it: drop it, keep order
+                await self._save(replace(instance, held=instance.held[1:]))
+                continue
+            await self._settle(process, reaction, incoming, key, replay="held")
+
+    async def _save(self, instance: ProcessInstance) -> None:
+        manager = self._known(instance.process)
+        async with self._source.storage.transaction() as session:
+            await session.save_document(
+                PROCESS_COLLECTION,
+                manager.instance_id(instance.key),
+                _encode(instance),
+                expected_version=instance.version,
+            )
+
+    async def _require(self, process: ProcessManager[Any], key: str) -> ProcessInstance:
+        instance = await self.get(process.name, key)
+        if instance is None:
+            raise EntityNotFoundError(f"process {process.name}", key)
+        return instance
+
+    async def _needing(self, process: ProcessManager[Any], key: str) -> ProcessInstance:
+        instance = await self._require(process, key)
+        if instance.intervention is None or instance.failed_event is None:
+            msg = (
+                f"process {process.name} {key!r} is {instance.status}, not waiting for intervention"
+            )
+            raise InvalidStateError(msg)
+        return instance
+
+    def _now(self) -> str:
+        return self._source.clock().isoformat()
+
+    def _stored(self, incoming: _Incoming) -> dict[str, Any]:
+        encoded = self._source.events.encode(incoming.event)
+        return {
+            "event_id": str(incoming.event_id),
+            "type": encoded.type_name,
+            "version": encoded.schema_version,
+            "data": encoded.data,
+            "correlation_id": incoming.correlation_id,
+            "actor": incoming.actor,
+        }
+
+    def _incoming(self, stored: dict[str, Any]) -> _Incoming:
+        event = self._source.events.decode(stored["type"], stored["version"], stored["data"])
+        return _Incoming(event, UUID(stored["event_id"]), stored["correlation_id"], stored["actor"])
+
+    async def _react_until_settled(
+        self,
+        process: ProcessManager[Any],
+        reaction: Reaction[Any],
+        incoming: _Incoming,
+        key: str,
+        replay: str | None,
+    ) -> bool:
         for attempt in range(1, _CONFLICT_RETRIES + 1):
             try:
-                await self._react(process, reaction, incoming, key)
+                return await self._react(process, reaction, incoming, key, replay)
             except ConcurrencyError:
                 if attempt == _CONFLICT_RETRIES:
                     raise
@@ -321,11 +611,17 @@ class ProcessRunner:
                 # from the state it committed.
                 _log.info("process %s: %s moved meanwhile, reacting again", process.name, key)
                 continue
-            return
+        return False  # not reached: the last conflict is raised
 
     async def _react(
-        self, process: ProcessManager[Any], reaction: Reaction[Any], incoming: _Incoming, key: str
-    ) -> None:
+        self,
+        process: ProcessManager[Any],
+        reaction: Reaction[Any],
+        incoming: _Incoming,
+        key: str,
+        replay: str | None,
+    ) -> bool:
+        """Apply one event; ``replay`` ("failed" or "held") applies one the instance kept."""
         source, event, event_id = self._source, incoming.event, incoming.event_id
         uow = UnitOfWork(
             source.storage,
@@ -340,22 +636,43 @@ class ProcessRunner:
         )
         async with uow:
             session = await uow.session()
-            if not await session.mark_processed(event_id, f"process:{process.name}"):
+            if replay is None and not await session.mark_processed(
+                event_id, f"process:{process.name}"
+            ):
                 await uow.rollback()
-                return  # applied before: a redelivery
+                return False  # applied before: a redelivery
             instance_id = process.instance_id(key)
             record = await session.load_document(PROCESS_COLLECTION, instance_id)
             if record is None and not reaction.starts:
                 await uow.commit()  # nothing to correlate to: recorded as handled
-                return
+                return False
             instance = (
                 ProcessInstance(process.name, key, process.encode(process.initial()), False, 0, 0)
                 if record is None
                 else _instance(record.data, record.version)
             )
-            if instance.completed:
+            if replay is None and (instance.intervention is not None or instance.held):
+                # Waits behind the failed event, in order, until an operator steps in.
+                waiting = replace(instance, held=(*instance.held, self._stored(incoming)))
+                await session.save_document(
+                    PROCESS_COLLECTION,
+                    instance_id,
+                    _encode(waiting),
+                    expected_version=instance.version,
+                )
                 await uow.commit()
-                return
+                return instance.intervention is None
+            settled = _settled(instance, replay, self._now())
+            if instance.completed:
+                if replay is not None:
+                    await session.save_document(
+                        PROCESS_COLLECTION,
+                        instance_id,
+                        _encode(settled),
+                        expected_version=instance.version,
+                    )
+                await uow.commit()
+                return False
             # Rewriting the document first locks the instance until this transaction ends.
             version = await session.save_document(
                 PROCESS_COLLECTION,
@@ -369,18 +686,18 @@ class ProcessRunner:
             new_state = state if changed is None else changed
             await self._send(process, context)
             await self._write_schedules(process, key, context, session)
-            after = ProcessInstance(
-                process.name,
-                key,
-                process.encode(new_state),
-                context.completed,
-                instance.handled + 1,
-                version,
+            after = replace(
+                settled,
+                state=process.encode(new_state),
+                completed=context.completed,
+                handled=instance.handled + 1,
+                version=version,
             )
             await session.save_document(
                 PROCESS_COLLECTION, instance_id, _encode(after), expected_version=version
             )
             await uow.commit()
+        return False
 
     async def _send(self, process: ProcessManager[Any], context: ProcessContext) -> None:
         uow = context.unit_of_work
@@ -442,20 +759,65 @@ class _Incoming:
     actor: str | None
 
 
+def _refusal(exc: BaseException) -> bool:
+    # A business answer does not change by asking again.
+    return isinstance(exc, (DomainError, ProcessCommandError))
+
+
+def _settled(instance: ProcessInstance, replay: str | None, now: str) -> ProcessInstance:
+    """The instance once the event being replayed was applied."""
+    if replay == "held":
+        return replace(instance, held=instance.held[1:])
+    if replay == "failed" and instance.intervention is not None:
+        entry = ProcessEntry(now, instance.intervention.event_id, "retried")
+        return replace(
+            instance,
+            intervention=None,
+            failed_event=None,
+            history=(*instance.history, entry),
+        )
+    return instance
+
+
+async def process_interventions(storage: Storage) -> list[ProcessInstance]:
+    """The process instances in ``storage`` waiting for an operator, oldest failure first."""
+    where = SpecificationBuilder().where("status", "in", [NEEDS_INTERVENTION]).build()
+    async with storage.transaction() as session:
+        search: DocumentSearch = session  # type: ignore[assignment]
+        found = search.search_documents(PROCESS_COLLECTION, QueryOptions(where), _FIELDS)
+        records = [record async for record in found.stream()]
+    instances = [_instance(record.data, record.version) for record in records]
+    return sorted(instances, key=lambda i: (i.intervention.at if i.intervention else "", i.key))
+
+
+async def load_process_instance(storage: Storage, process: str, key: str) -> ProcessInstance | None:
+    """One process instance as stored in ``storage``, or None."""
+    async with storage.transaction() as session:
+        record = await session.load_document(PROCESS_COLLECTION, f"{process}/{key}")
+    return None if record is None else _instance(record.data, record.version)
+
+
 def _encode(instance: ProcessInstance) -> str:
+    intervention = instance.intervention
     return json.dumps(
         {
             "process": instance.process,
             "key": instance.key,
+            "status": instance.status,
             "state": instance.state,
             "completed": instance.completed,
             "handled": instance.handled,
+            "intervention": None if intervention is None else asdict(intervention),
+            "failed_event": instance.failed_event,
+            "held": list(instance.held),
+            "history": [asdict(entry) for entry in instance.history],
         }
     )
 
 
 def _instance(data: str, version: int) -> ProcessInstance:
     document = json.loads(data)
+    intervention = document.get("intervention")
     return ProcessInstance(
         document["process"],
         document["key"],
@@ -463,4 +825,8 @@ def _instance(data: str, version: int) -> ProcessInstance:
         document["completed"],
         document["handled"],
         version,
+        None if intervention is None else ProcessIntervention(**intervention),
+        tuple(ProcessEntry(**entry) for entry in document.get("history", [])),
+        document.get("failed_event"),
+        tuple(document.get("held", [])),
     )

@@ -22,8 +22,10 @@ from eventfold.adapters.scheduling import schedule_store_for
 from eventfold.application.cqrs.behaviors import default_behaviors
 from eventfold.application.cqrs.mediator import Mediator, RequestContext
 from eventfold.application.cqrs.results import OperationResult
+from eventfold.application.messaging.outbox import RetryPolicy
 from eventfold.application.messaging.processes import (
     ProcessContext,
+    ProcessInstance,
     ProcessManager,
     ProcessRunner,
     Reaction,
@@ -35,6 +37,7 @@ from eventfold.application.persistence.unit_of_work import (
     TransactionBehavior,
     UnitOfWork,
 )
+from eventfold.domain.errors import DomainError, InvalidStateError
 from eventfold.domain.events import event_type
 from eventfold.ports.records import EventRecord
 from eventfold.ports.storage import Storage
@@ -49,6 +52,7 @@ __all__ = [
     "ProcessManagerContract",
     "RequestPayment",
     "ShipOrder",
+    "StepTaken",
     "fulfilment_process",
 ]
 
@@ -80,6 +84,54 @@ class PaymentTimedOut:
     """What the process schedules for itself."""
 
     order_id: str
+
+
+@event_type("ProcessStepTaken")
+@dataclass(frozen=True)
+class StepTaken:
+    """A step of an order the intervention tests' process records, or fails on."""
+
+    order_id: str
+    step: str
+
+
+class OutOfStockError(DomainError):
+    """A refusal the intervention tests' process marks as needing a person."""
+
+
+class _Steps:
+    """A process that records steps, failing (a fault) on those in ``broken``."""
+
+    def __init__(self) -> None:
+        self.broken: set[str] = set()
+        self.calls: list[str] = []
+        self.blips = 0
+        """How many next attempts fail with a passing fault."""
+
+    async def placed(self, state: Fulfilment, event: OrderPlaced, _: ProcessContext) -> Fulfilment:
+        return Fulfilment(event.order_id, "placed", ["placed"])
+
+    async def step(self, state: Fulfilment, event: StepTaken, _: ProcessContext) -> Fulfilment:
+        self.calls.append(event.step)
+        if event.step == "out of stock":
+            raise OutOfStockError("no stock left for " + event.order_id)
+        if self.blips:
+            self.blips -= 1
+            raise ConnectionError("a blip")
+        if event.step in self.broken:
+            raise ConnectionError(f"the warehouse is down at {event.step}")
+        return Fulfilment(state.order_id, state.status, [*state.events, event.step])
+
+    def process(self) -> ProcessManager[Fulfilment]:
+        return ProcessManager(
+            "steps",
+            Fulfilment,
+            Fulfilment,
+            [
+                Reaction(OrderPlaced, lambda e: e.order_id, self.placed, starts=True),
+                Reaction(StepTaken, lambda e: e.order_id, self.step, escalate=(OutOfStockError,)),
+            ],
+        )
 
 
 @dataclass(frozen=True)
@@ -192,6 +244,164 @@ class ProcessManagerContract:
         return ProcessRunner(
             source, mediator, [fulfilment_process()], schedules=schedule_store_for(storage)
         )
+
+    def steps_runner(
+        self, storage: Storage, steps: _Steps, alerts: list[ProcessInstance] | None = None
+    ) -> ProcessRunner:
+        """A runner of the steps process, retrying a fault once, alerts into ``alerts``."""
+        registry = EventRegistry([OrderPlaced, StepTaken])
+        source = DataSource("app", storage, PersistenceModel(), registry, clock=lambda: T0)
+
+        async def alert(instance: ProcessInstance) -> None:
+            if alerts is not None:
+                alerts.append(instance)
+
+        return ProcessRunner(
+            source,
+            Mediator(default_behaviors()),
+            [steps.process()],
+            retry=RetryPolicy(max_attempts=2, initial=0.0, maximum=0.0, jitter=0.0),
+            on_intervention=alert,
+        )
+
+    async def failed_at(
+        self, runner: ProcessRunner, steps: _Steps, step: str, order_id: str = "o-1"
+    ) -> uuid.UUID:
+        """Start ``order_id`` and make its ``step`` fail for good; the failed event's id."""
+        await runner.handle(OrderPlaced(order_id, 30), event_id=uuid.uuid4())
+        steps.broken.add(step)
+        failed = uuid.uuid4()
+        await runner.handle(StepTaken(order_id, step), event_id=failed)
+        return failed
+
+    async def test_a_reaction_failing_after_its_retries_needs_intervention_on_that_event(
+        self, storage: Storage
+    ) -> None:
+        steps = _Steps()
+        runner = self.steps_runner(storage, steps)
+        failed = await self.failed_at(runner, steps, "pack")
+        instance = await runner.get("steps", "o-1")
+        assert instance is not None
+        assert instance.intervention is not None
+        assert instance.status == "needs_intervention"
+        assert (instance.intervention.event_id, instance.intervention.event_type) == (
+            str(failed),
+            "ProcessStepTaken",
+        )
+        assert "the warehouse is down at pack" in instance.intervention.error
+        assert instance.state["events"] == ["placed"]
+        assert steps.calls == ["pack", "pack"]  # tried again before asking a person
+
+    async def test_a_fault_that_passes_on_a_retry_needs_no_intervention(
+        self, storage: Storage
+    ) -> None:
+        steps = _Steps()
+        runner = self.steps_runner(storage, steps)
+        await runner.handle(OrderPlaced("o-1", 30), event_id=uuid.uuid4())
+        steps.blips = 1
+        await runner.handle(StepTaken("o-1", "pack"), event_id=uuid.uuid4())
+        instance = await runner.get("steps", "o-1")
+        assert instance is not None
+        assert (instance.status, instance.state["events"]) == ("active", ["placed", "pack"])
+
+    async def test_the_intervention_alert_is_called_once_with_the_instance(
+        self, storage: Storage
+    ) -> None:
+        steps, alerts = _Steps(), []  # type: ignore[var-annotated]
+        runner = self.steps_runner(storage, steps, alerts)
+        await self.failed_at(runner, steps, "pack")
+        await runner.handle(StepTaken("o-1", "label"), event_id=uuid.uuid4())  # waits
+        assert [(a.key, a.status) for a in alerts] == [("o-1", "needs_intervention")]
+
+    async def test_a_refusal_marked_as_needing_a_person_is_held_without_retries(
+        self, storage: Storage
+    ) -> None:
+        steps = _Steps()
+        runner = self.steps_runner(storage, steps)
+        await runner.handle(OrderPlaced("o-1", 30), event_id=uuid.uuid4())
+        await runner.handle(StepTaken("o-1", "out of stock"), event_id=uuid.uuid4())
+        instance = await runner.get("steps", "o-1")
+        assert instance is not None
+        assert instance.intervention is not None
+        assert "no stock left for o-1" in instance.intervention.error
+        assert steps.calls == ["out of stock"]
+
+    async def test_later_events_of_an_instance_wait_behind_the_failed_one(
+        self, storage: Storage
+    ) -> None:
+        steps = _Steps()
+        runner = self.steps_runner(storage, steps)
+        await self.failed_at(runner, steps, "pack")
+        await runner.handle(StepTaken("o-1", "label"), event_id=uuid.uuid4())
+        await runner.handle(StepTaken("o-1", "ship"), event_id=uuid.uuid4())
+        instance = await runner.get("steps", "o-1")
+        assert instance is not None
+        assert instance.state["events"] == ["placed"]
+        assert [json.loads(held["data"])["step"] for held in instance.held] == ["label", "ship"]
+
+    async def test_a_redelivered_failed_event_is_not_applied_again(self, storage: Storage) -> None:
+        steps = _Steps()
+        runner = self.steps_runner(storage, steps)
+        failed = await self.failed_at(runner, steps, "pack")
+        await runner.handle(StepTaken("o-1", "pack"), event_id=failed)
+        instance = await runner.get("steps", "o-1")
+        assert instance is not None
+        assert (steps.calls, instance.held) == (["pack", "pack"], ())
+
+    async def test_retry_applies_the_failed_event_then_the_waiting_ones_in_order(
+        self, storage: Storage
+    ) -> None:
+        steps = _Steps()
+        runner = self.steps_runner(storage, steps)
+        await self.failed_at(runner, steps, "pack")
+        await runner.handle(StepTaken("o-1", "label"), event_id=uuid.uuid4())
+        steps.broken.clear()  # the cause was fixed
+        instance = await runner.retry("steps", "o-1")
+        assert (instance.status, instance.state["events"]) == (
+            "active",
+            ["placed", "pack", "label"],
+        )
+        assert [entry.outcome for entry in instance.history] == ["needs_intervention", "retried"]
+
+    async def test_a_retry_that_fails_again_keeps_the_instance_waiting(
+        self, storage: Storage
+    ) -> None:
+        steps = _Steps()
+        runner = self.steps_runner(storage, steps)
+        await self.failed_at(runner, steps, "pack")
+        instance = await runner.retry("steps", "o-1")
+        assert instance.status == "needs_intervention"
+        assert instance.state["events"] == ["placed"]
+
+    async def test_resolve_records_the_note_and_goes_on_past_the_failed_event(
+        self, storage: Storage
+    ) -> None:
+        steps = _Steps()
+        runner = self.steps_runner(storage, steps)
+        await self.failed_at(runner, steps, "pack")
+        await runner.handle(StepTaken("o-1", "label"), event_id=uuid.uuid4())
+        instance = await runner.resolve("steps", "o-1", note="packed by hand")
+        assert (instance.status, instance.state["events"]) == ("active", ["placed", "label"])
+        assert instance.history[-1].outcome == "resolved"
+        assert instance.history[-1].note == "packed by hand"
+
+    async def test_pending_interventions_lists_only_the_instances_needing_a_person(
+        self, storage: Storage
+    ) -> None:
+        steps = _Steps()
+        runner = self.steps_runner(storage, steps)
+        await self.failed_at(runner, steps, "pack", order_id="o-1")
+        await runner.handle(OrderPlaced("o-2", 30), event_id=uuid.uuid4())
+        assert [i.key for i in await runner.pending_interventions()] == ["o-1"]
+
+    async def test_retrying_an_instance_that_needs_no_intervention_is_refused(
+        self, storage: Storage
+    ) -> None:
+        steps = _Steps()
+        runner = self.steps_runner(storage, steps)
+        await runner.handle(OrderPlaced("o-1", 30), event_id=uuid.uuid4())
+        with pytest.raises(InvalidStateError, match="not waiting for intervention"):
+            await runner.retry("steps", "o-1")
 
     async def commands(self, storage: Storage) -> list[str]:
         """The commands the handlers recorded (committed ones only)."""
