@@ -210,24 +210,30 @@ async def _read_model(demo: Demo) -> None:
     console.print(_summary_table("page 2 (after the cursor of page 1)", second))
 
 
-async def _catch_up_fully(shop: Shop) -> int:
-    """Catch up until every stored event is applied.
+_CATCH_UP_WITHIN = 60.0
+"""Seconds the demo waits for its read model to apply every committed event: a bound
+against hanging, not a measure."""
 
-    On PostgreSQL the log is read only up to the oldest transaction still open anywhere
-    on the server (so no late commit is ever skipped); an unrelated open transaction can
-    hold the reader back for a moment, so wait for it rather than show a partial table.
+
+async def _catch_up_fully(shop: Shop) -> int:
+    """Catch up until every committed event is applied; return how many were applied.
+
+    On PostgreSQL the log is read only up to the oldest writer of the store still in
+    flight (so no late commit is ever skipped); on a busy machine an event may become
+    readable a moment after its commit, so wait for it rather than show a partial table.
     """
-    events = eventfold_tables.tables["eventfold_events"]
-    async with shop.storage.transaction() as session:
-        (row,) = await session.execute_sql(select(func.count()).select_from(events))
-    stored = int(next(iter(row.values())))
-    applied = await shop.catch_up()
-    for _ in range(200):
-        if applied >= stored:
-            break
-        await asyncio.sleep(0.05)
-        applied += await shop.catch_up()
-    return applied
+    applied = 0
+    try:
+        async with asyncio.timeout(_CATCH_UP_WITHIN):
+            while True:
+                applied += await shop.catch_up()
+                lags = [await shop.runner.lag(name) for name in shop.runner.projections]
+                if all(lag.checkpoint >= lag.committed_head for lag in lags):
+                    return applied
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        msg = f"the read model did not reach the last committed event in {_CATCH_UP_WITHIN} s"
+        raise RuntimeError(msg) from None
 
 
 async def _query(demo: Demo, query: SearchOrders) -> Any:
@@ -348,4 +354,4 @@ async def _checkout(demo: Demo) -> None:
     demo.console.print(table)
     done = [*desk.payments.log, *desk.warehouse.log, *desk.confirmations]
     demo.console.print(Panel("\n".join(done), title="what the other contexts were asked"))
-    await demo.shop.catch_up()  # the read model follows the checkouts' orders too
+    await _catch_up_fully(demo.shop)  # the read model follows the checkouts' orders too
