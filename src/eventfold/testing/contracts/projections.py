@@ -664,7 +664,10 @@ class ProjectionContract:
         runner = ProjectionRunner(storage, registry, [Balances()], max_idle_wait=0.05)
         task = asyncio.create_task(runner.run())
         try:
-            await asyncio.sleep(0.1)
+            await _wait_until(
+                lambda: runner.status("balances").state == "running",
+                what="the runner following the log",
+            )
             await _append(storage, registry, Deposited("c", 4))
             await _wait_for_balance(storage, "c", 4)
         finally:
