@@ -119,10 +119,10 @@ async def test_readers_see_the_previous_complete_table_while_a_rebuild_runs(stor
     projection.pause, projection.paused = asyncio.Event(), asyncio.Event()
 
     rebuild = asyncio.create_task(runner.rebuild("totals"))
-    await asyncio.wait_for(projection.paused.wait(), 5)
+    await asyncio.wait_for(projection.paused.wait(), 60)
     during = await read_totals(storage)
     projection.pause.set()
-    await asyncio.wait_for(rebuild, 5)
+    await asyncio.wait_for(rebuild, 60)
 
     assert during == before
     assert await read_totals(storage) == before
@@ -152,12 +152,12 @@ async def test_a_rebuild_beside_includes_events_appended_while_it_ran(storage: A
     projection.pause, projection.paused = asyncio.Event(), asyncio.Event()
 
     rebuild = asyncio.create_task(runner.rebuild("totals"))
-    await asyncio.wait_for(projection.paused.wait(), 10)
+    await asyncio.wait_for(projection.paused.wait(), 60)
     # Live traffic while the rebuild goes on (between its batches: on SQLite a batch
     # holds the only write lock), followed by the live runner after the swap.
     projection.pause.set()
     await append_payments(storage, registry, [Paid("c", 7)])
-    await asyncio.wait_for(rebuild, 30)
+    await asyncio.wait_for(rebuild, 60)
     await runner.catch_up("totals")
 
     assert await read_totals(storage) == {"a": (1001, 2), "b": (2, 1), "c": (7, 1)}
