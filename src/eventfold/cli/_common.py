@@ -35,6 +35,7 @@ __all__ = [
     "err",
     "fail",
     "load_app",
+    "load_target",
     "missing_extra",
     "open_storage",
     "out",
@@ -175,9 +176,21 @@ def load_app(path: str | None, database_url: str) -> Any:
     if not path:
         msg = "which application? pass --app module:attr or set EVENTFOLD_APP"
         raise CommandError(msg)
+    application = load_target(path, database_url, option="--app", what="the application")
+    missing = [a for a in ("storage", "events", "projections") if not hasattr(application, a)]
+    if missing:
+        msg = f"the application {path!r} has no {', '.join(missing)}"
+        raise ConfigurationError(msg)
+    return application
+
+
+def load_target(
+    path: str, database_url: str, *, option: str, what: str, kind: type[T] | None = None
+) -> Any:
+    """The object ``module:attr`` names: a ``kind``, or a callable given the database URL."""
     module_name, _, attr = path.partition(":")
     if not attr:
-        msg = f"--app takes module:attr, got {path!r}"
+        msg = f"{option} takes module:attr, got {path!r}"
         raise CommandError(msg)
     # A console script's sys.path holds its own directory, not the working directory:
     # look there first, as uvicorn and gunicorn do, so `--app myapp.main:app` finds the
@@ -190,16 +203,17 @@ def load_app(path: str | None, database_url: str) -> Any:
         if isinstance(exc, ModuleNotFoundError) and missing_extra(exc):
             raise
         msg = (
-            f"cannot load the application {path!r}: {exc}; run the command from the "
+            f"cannot load {what} {path!r}: {exc}; run the command from the "
             "directory that holds the module, or add it to PYTHONPATH"
         )
         raise CommandError(msg) from exc
-    application = target(database_url) if callable(target) else target
-    missing = [a for a in ("storage", "events", "projections") if not hasattr(application, a)]
-    if missing:
-        msg = f"the application {path!r} has no {', '.join(missing)}"
-        raise ConfigurationError(msg)
-    return application
+    if kind is not None and isinstance(target, kind):
+        return target
+    loaded = target(database_url) if callable(target) else target
+    if kind is not None and not isinstance(loaded, kind):
+        msg = f"{path!r} is not a {kind.__name__} nor makes one"
+        raise CommandError(msg)
+    return loaded
 
 
 def print_rows(

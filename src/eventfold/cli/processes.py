@@ -9,9 +9,6 @@ waited behind it, so they need the process definitions: ``--runner module:attr``
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -20,12 +17,14 @@ from eventfold.cli._common import (
     CommandError,
     DatabaseUrl,
     JsonOption,
+    load_target,
     open_storage,
     out,
     print_rows,
     reported,
     require_url,
     run,
+    using,
 )
 
 if TYPE_CHECKING:
@@ -67,13 +66,6 @@ def _row(instance: ProcessInstance) -> dict[str, Any]:
 _COLUMNS = ["process", "key", "status", "failed_event", "event_id", "waiting", "failed_at", "error"]
 
 
-async def _closing(storage: Storage, work: Any) -> Any:
-    try:
-        return await work(storage)
-    finally:
-        await storage.close()
-
-
 @app.command("list")
 def processes_list(database_url: DatabaseUrl = None, as_json: JsonOption = False) -> None:
     """Process instances waiting for a person, oldest failure first."""
@@ -81,7 +73,7 @@ def processes_list(database_url: DatabaseUrl = None, as_json: JsonOption = False
 
     with reported():
         storage = open_storage(database_url)
-    instances = run(lambda: _closing(storage, process_interventions))
+    instances = run(lambda: using(storage, process_interventions))
     print_rows(
         [_row(instance) for instance in instances],
         _COLUMNS,
@@ -97,7 +89,7 @@ def processes_show(
     """One instance: its status, the error, its state and its intervention history."""
     with reported():
         storage = open_storage(database_url)
-    instance = run(lambda: _closing(storage, lambda s: _found(s, process, key)))
+    instance = run(lambda: using(storage, lambda s: _found(s, process, key)))
     out.print(f"{instance.process} {instance.key}: {instance.status}", highlight=False)
     if instance.intervention is not None:
         failed = instance.intervention
@@ -191,16 +183,7 @@ def _load_runner(path: str | None, database_url: str, action: str) -> ProcessRun
         raise CommandError(
             f"{action} applies events: pass --runner module:attr (or set EVENTFOLD_PROCESSES)"
         )
-    module_name, _, attr = path.partition(":")
-    if not attr:
-        raise CommandError(f"--runner takes module:attr, got {path!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        target = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise CommandError(f"cannot load the process runner {path!r}: {exc}") from exc
-    loaded = target if isinstance(target, ProcessRunner) else target(database_url)
-    if not isinstance(loaded, ProcessRunner):
-        raise CommandError(f"{path!r} is not a ProcessRunner nor makes one")
-    return loaded
+    runner: ProcessRunner = load_target(
+        path, database_url, option="--runner", what="the process runner", kind=ProcessRunner
+    )
+    return runner

@@ -8,9 +8,6 @@ database URL and returns one.
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -19,6 +16,7 @@ from eventfold.cli._common import (
     CommandError,
     DatabaseUrl,
     JsonOption,
+    load_target,
     open_storage,
     out,
     print_rows,
@@ -187,16 +185,7 @@ def _load_orchestrator(path: str | None, database_url: str) -> SagaOrchestrator:
         raise CommandError(
             "retry runs compensations: pass --orchestrator module:attr (or set EVENTFOLD_SAGAS)"
         )
-    module_name, _, attr = path.partition(":")
-    if not attr:
-        raise CommandError(f"--orchestrator takes module:attr, got {path!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        target = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise CommandError(f"cannot load the orchestrator {path!r}: {exc}") from exc
-    loaded = target if isinstance(target, SagaOrchestrator) else target(database_url)
-    if not isinstance(loaded, SagaOrchestrator):
-        raise CommandError(f"{path!r} is not a SagaOrchestrator nor makes one")
-    return loaded
+    orchestrator: SagaOrchestrator = load_target(
+        path, database_url, option="--orchestrator", what="the orchestrator", kind=SagaOrchestrator
+    )
+    return orchestrator
